@@ -1,0 +1,30 @@
+/*
+** Command-line plumbing shared by the subcommands: exit codes, usage errors and the
+** table of commands main() dispatches on.
+*/
+#ifndef MW_CLI_H
+#define MW_CLI_H
+
+enum { MW_EXIT_OK = 0, MW_EXIT_FAILURE = 1, MW_EXIT_USAGE = 2 };
+
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv); /* argv[0] is the command name */
+  const char *summary;
+  const char *usage; /* full help text of the command */
+} mw_command_t;
+
+/* Prints "moonwire: <msg>" and a hint to stderr, returns MW_EXIT_USAGE. */
+int mw_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "moonwire: <msg>" to stderr, returns MW_EXIT_FAILURE. */
+int mw_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* True when argv holds -h or --help. */
+int mw_cli_wants_help(int argc, char **argv);
+
+int mw_cmd_run(int argc, char **argv);
+int mw_cmd_script(int argc, char **argv);
+
+extern const char mw_usage_run[];
+extern const char mw_usage_script[];
+
+#endif

@@ -1,0 +1,323 @@
+#include "lb_config.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mw_keyref.h"
+#include "mw_log.h"
+#include "mw_topic.h"
+
+static const char CONFIG_KEY = 'c';
+
+typedef enum { F_STRING, F_INT, F_BOOL, F_TABLE, F_FREE } ftype_t;
+
+typedef struct field {
+  const char *name;
+  ftype_t type;
+  long min, max;              /* F_INT range */
+  const struct field *sub;    /* F_TABLE */
+} field_t;
+
+static const field_t broker_fields[] = {
+    {"host", F_STRING, 0, 0, NULL},     {"port", F_INT, 1, 65535, NULL},
+    {"alpn", F_STRING, 0, 0, NULL},     {"keepalive", F_INT, 30, 1200, NULL},
+    {"clean_session", F_BOOL, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t tls_fields[] = {
+    {"ca", F_STRING, 0, 0, NULL}, {"cert", F_STRING, 0, 0, NULL}, {"key", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t will_fields[] = {{"topic", F_STRING, 0, 0, NULL},
+                                      {"payload", F_STRING, 0, 0, NULL},
+                                      {"qos", F_INT, 0, 1, NULL},
+                                      {"retain", F_BOOL, 0, 0, NULL},
+                                      {NULL, 0, 0, 0, NULL}};
+static const field_t reconnect_fields[] = {
+    {"base_ms", F_INT, 10, 600000, NULL}, {"cap_ms", F_INT, 100, 86400000, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t limits_fields[] = {{"max_inflight", F_INT, 1, 65535, NULL},
+                                        {"max_payload", F_INT, 1, 128 * 1024, NULL},
+                                        {"lua_memory", F_INT, 1 << 20, 1L << 32, NULL},
+                                        {NULL, 0, 0, 0, NULL}};
+static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t top_fields[] = {
+    {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
+    {"broker", F_TABLE, 0, 0, broker_fields}, {"tls", F_TABLE, 0, 0, tls_fields},
+    {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
+    {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
+    {"app", F_FREE, 0, 0, NULL},            {NULL, 0, 0, 0, NULL}};
+
+typedef struct {
+  const char *path;
+  char *err;
+  size_t errlen;
+} ctx_t;
+
+static int cfail(ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cfail(ctx_t *c, const char *fmt, ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
+  return -1;
+}
+
+/* Edit distance, to suggest the key the user probably meant. */
+static size_t distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 32 || lb > 32) return 99;
+  size_t d[33][33];
+  for (size_t i = 0; i <= la; i++) d[i][0] = i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+      d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+    }
+  return d[la][lb];
+}
+
+static const char *type_word(ftype_t t) {
+  switch (t) {
+  case F_STRING: return "a string";
+  case F_INT: return "an integer";
+  case F_BOOL: return "a boolean";
+  default: return "a table";
+  }
+}
+
+/* Checks the table at the top of the stack against fields; prefix is "" or "broker.". */
+static int check_table(lua_State *L, ctx_t *c, const field_t *fields, const char *prefix) {
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    char name[256];
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 2);
+      return cfail(c, "%skeys must be names, found a %s key", prefix, luaL_typename(L, -2));
+    }
+    const char *key = lua_tostring(L, -2);
+    snprintf(name, sizeof name, "%s%s", prefix, key);
+    const field_t *f = NULL;
+    for (const field_t *p = fields; p->name; p++)
+      if (strcmp(p->name, key) == 0) f = p;
+    if (!f) {
+      const field_t *best = NULL;
+      size_t bestd = 3;
+      for (const field_t *p = fields; p->name; p++) {
+        size_t dd = distance(p->name, key);
+        if (dd < bestd) bestd = dd, best = p;
+      }
+      char hint[300] = "";
+      if (best) snprintf(hint, sizeof hint, " (did you mean '%s%s'?)", prefix, best->name);
+      lua_pop(L, 2);
+      return cfail(c, "unknown key '%s'%s", name, hint);
+    }
+    int t = lua_type(L, -1);
+    int ok = 0;
+    switch (f->type) {
+    case F_STRING: ok = t == LUA_TSTRING; break;
+    case F_BOOL: ok = t == LUA_TBOOLEAN; break;
+    case F_TABLE:
+    case F_FREE: ok = t == LUA_TTABLE; break;
+    case F_INT: ok = lua_isinteger(L, -1); break;
+    }
+    if (!ok) {
+      char got[64];
+      snprintf(got, sizeof got, "%s", luaL_typename(L, -1));
+      if (t == LUA_TNUMBER) snprintf(got, sizeof got, "%s", "a non-integer number");
+      lua_pop(L, 2);
+      return cfail(c, "%s: expected %s, got %s", name, type_word(f->type), got);
+    }
+    if (f->type == F_INT) {
+      lua_Integer v = lua_tointeger(L, -1);
+      if (v < f->min || v > f->max) {
+        char range[96];
+        snprintf(range, sizeof range, "%lld is outside %ld..%ld", (long long)v, f->min, f->max);
+        lua_pop(L, 2);
+        return cfail(c, "%s: %s", name, range);
+      }
+    }
+    if (f->type == F_TABLE) {
+      char sub[300];
+      snprintf(sub, sizeof sub, "%s.", name);
+      if (check_table(L, c, f->sub, sub) != 0) {
+        lua_pop(L, 2);
+        return -1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static char *get_str(lua_State *L, int t, const char *sub, const char *key, size_t *len) {
+  char *out = NULL;
+  if (sub) {
+    if (lua_getfield(L, t, sub) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      return NULL;
+    }
+    t = lua_gettop(L);
+  }
+  if (lua_getfield(L, t, key) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    out = malloc(n + 1);
+    if (out) memcpy(out, s, n + 1);
+    if (len) *len = n;
+  }
+  lua_pop(L, sub ? 2 : 1);
+  return out;
+}
+
+static int get_int(lua_State *L, int t, const char *sub, const char *key, long long *v) {
+  int found = 0;
+  if (lua_getfield(L, t, sub) == LUA_TTABLE) {
+    if (lua_getfield(L, -1, key) == LUA_TNUMBER) {
+      *v = lua_tointeger(L, -1);
+      found = 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
+static int get_bool(lua_State *L, int t, const char *sub, const char *key, bool *v) {
+  int found = 0;
+  if (lua_getfield(L, t, sub) == LUA_TTABLE) {
+    if (lua_getfield(L, -1, key) == LUA_TBOOLEAN) {
+      *v = lua_toboolean(L, -1);
+      found = 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
+/* AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-]. */
+static int valid_thing(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 128) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == ':' ||
+          *s == '_' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+/* Fills cfg from the checked table at index t, then validates values across fields. */
+static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *ov, mw_config_t *cfg) {
+  long long v;
+  cfg->thing = get_str(L, t, NULL, "thing", NULL);
+  cfg->client_id = get_str(L, t, NULL, "client_id", NULL);
+  cfg->broker.host = get_str(L, t, "broker", "host", NULL);
+  cfg->broker.alpn = get_str(L, t, "broker", "alpn", NULL);
+  if (get_int(L, t, "broker", "port", &v)) cfg->broker.port = (int)v;
+  if (get_int(L, t, "broker", "keepalive", &v)) cfg->broker.keepalive = (int)v;
+  get_bool(L, t, "broker", "clean_session", &cfg->broker.clean_session);
+  cfg->tls.ca = get_str(L, t, "tls", "ca", NULL);
+  cfg->tls.cert = get_str(L, t, "tls", "cert", NULL);
+  cfg->tls.key = get_str(L, t, "tls", "key", NULL);
+  cfg->will.topic = get_str(L, t, "will", "topic", NULL);
+  cfg->will.payload = get_str(L, t, "will", "payload", &cfg->will.payload_len);
+  if (get_int(L, t, "will", "qos", &v)) cfg->will.qos = (int)v;
+  get_bool(L, t, "will", "retain", &cfg->will.retain);
+  if (get_int(L, t, "reconnect", "base_ms", &v)) cfg->reconnect.base_ms = (uint32_t)v;
+  if (get_int(L, t, "reconnect", "cap_ms", &v)) cfg->reconnect.cap_ms = (uint32_t)v;
+  if (get_int(L, t, "limits", "max_inflight", &v)) cfg->limits.max_inflight = (int)v;
+  if (get_int(L, t, "limits", "max_payload", &v)) cfg->limits.max_payload = (size_t)v;
+  if (get_int(L, t, "limits", "lua_memory", &v)) cfg->limits.lua_memory = (size_t)v;
+  cfg->log_level = get_str(L, t, "log", "level", NULL);
+
+  if (ov && ov->thing) {
+    free(cfg->thing);
+    cfg->thing = strdup(ov->thing);
+  }
+  if (ov && ov->broker && !mw_config_set_broker(cfg, ov->broker))
+    return cfail(c, "--broker %s: expected HOST:PORT", ov->broker);
+  if (!cfg->thing) return cfail(c, "'thing' is required (or give --thing NAME)");
+  if (!valid_thing(cfg->thing))
+    return cfail(c, "thing: '%s' is not a valid AWS IoT thing name (1-128 of a-z A-Z 0-9 : _ -)", cfg->thing);
+  if (!cfg->client_id || (ov && ov->thing)) {
+    free(cfg->client_id);
+    cfg->client_id = strdup(cfg->thing);
+  }
+  if (strlen(cfg->client_id) > 128) return cfail(c, "client_id: longer than AWS IoT's 128 bytes");
+  if (!cfg->broker.host) return cfail(c, "broker.host is required");
+  if (!cfg->tls.ca) return cfail(c, "tls.ca is required");
+  if (!cfg->tls.cert) return cfail(c, "tls.cert is required");
+  if (!cfg->tls.key) return cfail(c, "tls.key is required");
+  mw_keyref_t ref;
+  char why[300];
+  if (mw_keyref_parse(cfg->tls.key, &ref, why, sizeof why) != MW_OK) return cfail(c, "tls.key: %s", why);
+  if (cfg->will.topic) {
+    if (mw_topic_check_name(cfg->will.topic, strlen(cfg->will.topic), why, sizeof why) != MW_OK)
+      return cfail(c, "will.topic: %s", why);
+    if (!cfg->will.payload) cfg->will.payload = strdup("");
+  } else if (cfg->will.payload) {
+    return cfail(c, "will.payload given without will.topic");
+  }
+  if (cfg->reconnect.cap_ms < cfg->reconnect.base_ms)
+    return cfail(c, "reconnect.cap_ms must not be smaller than reconnect.base_ms");
+  if (cfg->log_level && mw_log_level_parse(cfg->log_level) < 0)
+    return cfail(c, "log.level: '%s' is not one of debug, info, warn, error", cfg->log_level);
+  return 0;
+}
+
+/* The configuration chunk gets a small environment: it computes values, it does not act. */
+static void push_env(lua_State *L) {
+  static const char *const keep[] = {"assert", "error", "ipairs", "pairs", "select", "tonumber", "tostring",
+                                     "type", "string", "math", "table", "utf8", NULL};
+  lua_newtable(L);
+  for (int i = 0; keep[i]; i++) {
+    lua_getglobal(L, keep[i]);
+    lua_setfield(L, -2, keep[i]);
+  }
+  lua_newtable(L); /* os: only getenv */
+  lua_getglobal(L, "os");
+  lua_getfield(L, -1, "getenv");
+  lua_setfield(L, -3, "getenv");
+  lua_pop(L, 1);
+  lua_setfield(L, -2, "os");
+}
+
+int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *ov, mw_config_t *cfg, char *err,
+                   size_t errlen) {
+  ctx_t c = {path, err, errlen};
+  int top = lua_gettop(L);
+  mw_config_defaults(cfg);
+  cfg->path = strdup(path);
+  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return -1;
+  }
+  push_env(L);
+  lua_setupvalue(L, -2, 1);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in configuration");
+    lua_settop(L, top);
+    return -1;
+  }
+  if (!lua_istable(L, -1)) {
+    snprintf(err, errlen, "%s: must return a table, returned %s", path, luaL_typename(L, -1));
+    lua_settop(L, top);
+    return -1;
+  }
+  int t = lua_gettop(L);
+  if (check_table(L, &c, top_fields, "") != 0 || extract(L, &c, t, ov, cfg) != 0) {
+    lua_settop(L, top);
+    return -1;
+  }
+  lua_pushvalue(L, t);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CONFIG_KEY);
+  lua_settop(L, top);
+  return 0;
+}
+
+void lb_config_push(lua_State *L) { lua_rawgetp(L, LUA_REGISTRYINDEX, &CONFIG_KEY); }

@@ -1,0 +1,25 @@
+/*
+** Reads the Lua configuration file (a chunk returning a table) into mw_config_t,
+** rejecting unknown keys and wrong types with the key's dotted name. The table stays
+** in the registry for moonwire.device's read-only view.
+*/
+#ifndef MW_LB_CONFIG_H
+#define MW_LB_CONFIG_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "mw_config.h"
+
+typedef struct {
+  const char *thing;  /* --thing */
+  const char *broker; /* --broker HOST:PORT */
+} lb_config_overrides_t;
+
+/* Returns 0 on success; otherwise writes a one-line reason into err. */
+int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *ov, mw_config_t *cfg, char *err,
+                   size_t errlen);
+/* Pushes the loaded configuration table (or nil). */
+void lb_config_push(lua_State *L);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+** The device configuration, as C sees it after bindings/lb_config.c has read and
+** checked the Lua configuration file. Strings are owned by the struct.
+*/
+#ifndef MW_CONFIG_H
+#define MW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  char *path;          /* the configuration file, for messages */
+  char *thing;
+  char *client_id;
+  struct {
+    char *host;
+    int port;
+    char *alpn;
+    int keepalive;
+    bool clean_session;
+  } broker;
+  struct {
+    char *ca, *cert, *key;
+  } tls;
+  struct {
+    char *topic;
+    char *payload;
+    size_t payload_len;
+    int qos;
+    bool retain;
+  } will;
+  struct {
+    uint32_t base_ms, cap_ms;
+  } reconnect;
+  struct {
+    int max_inflight;
+    size_t max_payload;
+    size_t lua_memory;
+  } limits;
+  char *log_level;
+} mw_config_t;
+
+void mw_config_defaults(mw_config_t *c);
+void mw_config_free(mw_config_t *c);
+/* Applies --broker HOST:PORT; returns false when the text is not of that form. */
+bool mw_config_set_broker(mw_config_t *c, const char *hostport);
+
+#endif
