@@ -1,6 +1,7 @@
 /*
 ** moonwire: the command-line entry point. Dispatches to one subcommand per file.
 */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +56,8 @@ static void print_help(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* A peer that vanishes must show up as EPIPE from a write, not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     print_help(stderr);
     return MW_EXIT_USAGE;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <time.h>
 
 #include "mw_backoff.h"
@@ -54,6 +55,7 @@ struct mw_mqtt {
   conn_state_t state;
   mw_backoff_t backoff;
   bool connack_refused; /* a refused CONNACK was reported; swallow the disconnect that follows */
+  int connect_errno;    /* errno libmosquitto left during the connection attempt */
   char last_reason[640];
 
   qev_t *qhead, *qtail;
@@ -69,6 +71,9 @@ struct mw_mqtt {
 static void sync_poll(mw_mqtt_t *m);
 static void drain(mw_mqtt_t *m);
 static void schedule_retry(mw_mqtt_t *m);
+static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason);
+static void connect_failed(mw_mqtt_t *m, int rc, const char *reason);
+static const char *explain(mw_mqtt_t *m, int rc, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- queue */
 
@@ -204,18 +209,90 @@ static void handle_closed(uv_handle_t *h) {
   if (--m->open_handles == 0 && m->freeing) free(m);
 }
 
+static void close_poll(mw_mqtt_t *m) {
+  if (!m->poll) return;
+  uv_poll_stop(m->poll);
+  uv_close((uv_handle_t *)m->poll, poll_closed);
+  m->poll = NULL;
+  m->poll_fd = -1;
+}
+
+static bool disconnect_queued(const mw_mqtt_t *m) {
+  for (const qev_t *q = m->qhead; q; q = q->next)
+    if (q->ev.type == MW_MQTT_EV_DISCONNECT) return true;
+  return false;
+}
+
+/*
+** Socket events while the TCP connect and TLS handshake are under way. libmosquitto
+** 2.0 cannot give up on a half-open connection by itself: after a refused TCP connect
+** or a silent peer its TLS code keeps reporting "try again" forever. So we look at
+** the socket error ourselves and abort the attempt (see abort_attempt).
+*/
+/* errno values that mean the TCP connection itself is gone. */
+static bool network_errno(int e) {
+  return e == ECONNREFUSED || e == ECONNRESET || e == ECONNABORTED || e == EPIPE || e == ENETUNREACH ||
+         e == EHOSTUNREACH || e == ETIMEDOUT || e == ENOTCONN;
+}
+
+/*
+** Whether the half-open socket has failed, and why. The kernel reports a failed
+** connect once (SO_ERROR or the errno of the first write); OpenSSL's write inside
+** libmosquitto often consumes it, so we also keep the errno libmosquitto left behind.
+*/
+static int socket_failure(mw_mqtt_t *m, int fd) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
+  if (soerr) return soerr;
+  if (network_errno(m->connect_errno)) return m->connect_errno;
+  struct sockaddr_storage peer;
+  socklen_t plen = sizeof peer;
+  if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0 && errno == ENOTCONN) return ENOTCONN;
+  return 0;
+}
+
+static void connecting_io(mw_mqtt_t *m, int status) {
+  int fd = mosquitto_socket(m->mosq);
+  int failure = fd >= 0 ? socket_failure(m, fd) : 0;
+  if (status < 0 || failure) {
+    char reason[300];
+    snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port,
+             failure ? strerror(failure) : uv_strerror(status));
+    abort_attempt(m, MOSQ_ERR_ERRNO, reason);
+    return;
+  }
+  errno = 0;
+  int rc = mosquitto_loop_read(m->mosq, 1); /* drives the handshake, then reads CONNACK */
+  if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0) rc = mosquitto_loop_write(m->mosq, 1);
+  m->connect_errno = errno;
+  if (rc != MOSQ_ERR_SUCCESS && m->state == ST_CONNECTING && !disconnect_queued(m)) {
+    char buf[512], reason[600];
+    snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port,
+             explain(m, rc, buf, sizeof buf));
+    if (mosquitto_socket(m->mosq) >= 0) {
+      abort_attempt(m, rc, reason);
+    } else {
+      uv_timer_stop(&m->retry_timer);
+      sync_poll(m);
+      connect_failed(m, rc, reason);
+    }
+    return;
+  }
+  drain(m);
+  sync_poll(m);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   mw_mqtt_t *m = h->data;
+  if (m->state == ST_CONNECTING) {
+    connecting_io(m, status);
+    return;
+  }
   /* On a poll error let libmosquitto find out what is wrong with the socket. */
   if (status < 0) events = UV_READABLE | UV_WRITABLE;
-  if (events & UV_READABLE) {
-    int rc = mosquitto_loop_read(m->mosq, 1);
-    /* TLS may hold whole packets already decrypted; epoll cannot see those. */
-    SSL *ssl = mosquitto_ssl_get(m->mosq);
-    while (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0 && ssl &&
-           ssl == mosquitto_ssl_get(m->mosq) && SSL_pending(ssl) > 0)
-      rc = mosquitto_loop_read(m->mosq, 1);
-  }
+  /* loop_read also drains packets TLS has already decrypted, which epoll cannot see. */
+  if (events & UV_READABLE) mosquitto_loop_read(m->mosq, 1);
   if ((events & UV_WRITABLE) && mosquitto_socket(m->mosq) >= 0) mosquitto_loop_write(m->mosq, 1);
   drain(m);
   sync_poll(m);
@@ -225,12 +302,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static void sync_poll(mw_mqtt_t *m) {
   if (m->freeing) return;
   int fd = mosquitto_socket(m->mosq);
-  if (m->poll && m->poll_fd != fd) {
-    uv_poll_stop(m->poll);
-    uv_close((uv_handle_t *)m->poll, poll_closed);
-    m->poll = NULL;
-    m->poll_fd = -1;
-  }
+  if (m->poll && m->poll_fd != fd) close_poll(m);
   if (fd < 0) return;
   if (!m->poll) {
     m->poll = malloc(sizeof *m->poll);
@@ -245,8 +317,9 @@ static void sync_poll(mw_mqtt_t *m) {
     m->poll_events = 0;
   }
   int want = UV_READABLE;
-  /* While connecting, writability tells us the TCP connect finished. */
-  if (mosquitto_want_write(m->mosq) || m->state == ST_CONNECTING) want |= UV_WRITABLE;
+  /* During the handshake want_write is libmosquitto's "TLS wants to write" (which also
+     covers the TCP connect finishing); afterwards it means packets are queued. */
+  if (mosquitto_want_write(m->mosq)) want |= UV_WRITABLE;
   if (want != m->poll_events) {
     uv_poll_start(m->poll, want, on_poll);
     m->poll_events = want;
@@ -296,30 +369,17 @@ static void connect_failed(mw_mqtt_t *m, int rc, const char *reason) {
   m->stats.connect_failures++;
   snprintf(m->last_reason, sizeof m->last_reason, "%s", reason);
   m->state = ST_WAIT_RETRY;
-  schedule_retry(m);
   emit_simple(m, MW_MQTT_EV_CONNECT_FAILED, rc, reason);
+  schedule_retry(m);
 }
 
 static void on_connect_timeout(uv_timer_t *t) {
   mw_mqtt_t *m = t->data;
   if (m->state != ST_CONNECTING) return;
-  int fd = mosquitto_socket(m->mosq);
-  /* No public call aborts a half-open connection; shutting the socket down makes
-     libmosquitto notice on its next read and close it itself. */
-  if (fd >= 0) shutdown(fd, SHUT_RDWR);
-  mosquitto_loop_read(m->mosq, 1);
-  /* Whatever libmosquitto reported is superseded by the timeout. */
-  while (m->qhead && m->qhead->ev.type == MW_MQTT_EV_DISCONNECT) {
-    qev_t *q = m->qhead;
-    m->qhead = q->next;
-    if (!m->qhead) m->qtail = NULL;
-    free(q);
-  }
   char reason[160];
   snprintf(reason, sizeof reason, "no CONNACK from %s:%d within %d s", m->host, m->cfg.port,
            DEFAULT_CONNECT_TIMEOUT_MS / 1000);
-  sync_poll(m);
-  connect_failed(m, MOSQ_ERR_CONN_LOST, reason);
+  abort_attempt(m, MOSQ_ERR_CONN_LOST, reason);
 }
 
 static void do_connect(mw_mqtt_t *m) {
@@ -335,6 +395,7 @@ static void do_connect(mw_mqtt_t *m) {
     connect_failed(m, rc, reason);
     return;
   }
+  m->connect_errno = errno;
   uv_timer_start(&m->retry_timer, on_connect_timeout, DEFAULT_CONNECT_TIMEOUT_MS, 0);
   sync_poll(m);
   drain(m);
@@ -386,8 +447,8 @@ static void handle_disconnect(mw_mqtt_t *m, qev_t *q) {
     snprintf(reason, sizeof reason, "connection lost: %s", explain(m, q->ev.rc, buf, sizeof buf));
     snprintf(m->last_reason, sizeof m->last_reason, "%s", reason);
     m->state = ST_WAIT_RETRY;
-    schedule_retry(m);
     emit_simple(m, MW_MQTT_EV_DISCONNECT, q->ev.rc, reason);
+    schedule_retry(m);
     break;
   case ST_CONNECTING:
     uv_timer_stop(&m->retry_timer);
@@ -423,6 +484,50 @@ static void drain(mw_mqtt_t *m) {
     free(q);
   }
   m->draining = false;
+}
+
+/* Options and callbacks of the libmosquitto object; applied again after a reset. */
+static mw_status_t client_setup(mw_mqtt_t *m, char *err, size_t errlen) {
+  mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+  mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, mw_tls_ctx_ssl(m->cfg.tls));
+  /* We bound the window ourselves; libmosquitto's own queue behind it degrades badly. */
+  mosquitto_max_inflight_messages_set(m->mosq, 0);
+  if (m->will_topic) {
+    int rc = mosquitto_will_set(m->mosq, m->will_topic, (int)m->cfg.will_len, m->will_payload, m->cfg.will_qos,
+                                m->cfg.will_retain);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      snprintf(err, errlen, "will: %s", mosquitto_strerror(rc));
+      return MW_ERR_INVALID;
+    }
+  }
+  mosquitto_connect_with_flags_callback_set(m->mosq, cb_connect);
+  mosquitto_disconnect_callback_set(m->mosq, cb_disconnect);
+  mosquitto_publish_callback_set(m->mosq, cb_publish);
+  mosquitto_message_callback_set(m->mosq, cb_message);
+  mosquitto_subscribe_callback_set(m->mosq, cb_subscribe);
+  return MW_OK;
+}
+
+/*
+** Gives up on the current connection attempt. libmosquitto has no call that closes a
+** half-open connection, so the client object is re-initialised (which closes its
+** socket) and set up again. QoS 1 messages still unacknowledged from an earlier session
+** are dropped with it; they are counted in the stats as lost.
+*/
+static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason) {
+  char err[128];
+  close_poll(m);
+  uv_timer_stop(&m->retry_timer);
+  if (m->stats.inflight) {
+    MW_LOGW(COMP, "%d QoS 1 message(s) from the previous session were not acknowledged", m->stats.inflight);
+    m->stats.inflight = 0;
+    memset(m->qos1_mids, 0, sizeof m->qos1_mids);
+  }
+  mosquitto_reinitialise(m->mosq, m->client_id, m->cfg.clean_session, m);
+  if (client_setup(m, err, sizeof err) != MW_OK) MW_LOGE(COMP, "%s", err);
+  if (m->state == ST_CONNECTING) connect_failed(m, rc, reason);
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -465,26 +570,7 @@ mw_status_t mw_mqtt_new(uv_loop_t *loop, const mw_mqtt_config_t *cfg, mw_mqtt_ev
     snprintf(err, errlen, "cannot create the MQTT client: %s", strerror(errno));
     goto fail;
   }
-  mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-  mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-  mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-  mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, mw_tls_ctx_ssl(cfg->tls));
-  /* We bound the window ourselves; libmosquitto's own queue behind it degrades badly. */
-  mosquitto_max_inflight_messages_set(m->mosq, 0);
-  if (m->will_topic) {
-    int rc = mosquitto_will_set(m->mosq, m->will_topic, (int)cfg->will_len, m->will_payload, cfg->will_qos,
-                                cfg->will_retain);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      snprintf(err, errlen, "will: %s", mosquitto_strerror(rc));
-      goto fail;
-    }
-  }
-  mosquitto_connect_with_flags_callback_set(m->mosq, cb_connect);
-  mosquitto_disconnect_callback_set(m->mosq, cb_disconnect);
-  mosquitto_publish_callback_set(m->mosq, cb_publish);
-  mosquitto_message_callback_set(m->mosq, cb_message);
-  mosquitto_subscribe_callback_set(m->mosq, cb_subscribe);
-
+  if (client_setup(m, err, errlen) != MW_OK) goto fail;
   uv_timer_init(loop, &m->misc_timer);
   uv_timer_init(loop, &m->retry_timer);
   m->misc_timer.data = m->retry_timer.data = m;
@@ -533,8 +619,8 @@ void mw_mqtt_stop(mw_mqtt_t *m) {
     return;
   }
   if (m->state == ST_CONNECTING) {
-    int fd = mosquitto_socket(m->mosq);
-    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+    m->state = ST_STOPPING; /* abort_attempt schedules no retry in this state */
+    abort_attempt(m, MOSQ_ERR_SUCCESS, NULL);
   }
   m->state = ST_STOPPED;
   uv_timer_stop(&m->misc_timer);

@@ -86,11 +86,29 @@ static mw_status_t load_key(mw_tls_ctx_t *t, const mw_tls_config_t *cfg, char *e
     snprintf(err, errlen, "tls.key: %s", why);
     return MW_ERR_INVALID;
   }
+  X509 *leaf = SSL_CTX_get0_certificate(t->ctx);
   if (ref.kind == MW_KEY_FILE) {
-    if (SSL_CTX_use_PrivateKey_file(t->ctx, ref.text, SSL_FILETYPE_PEM) != 1) {
+    EVP_PKEY *pkey = NULL;
+    BIO *bio = BIO_new_file(ref.text, "r");
+    if (bio) pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    if (!pkey) {
       char what[1100];
       snprintf(what, sizeof what, "tls.key: cannot load private key '%s'", ref.text);
       ssl_errors(err, errlen, what);
+      return MW_ERR_TLS;
+    }
+    /* Checked here, because OpenSSL's own message for a mismatch is cryptic. */
+    int match = leaf && X509_check_private_key(leaf, pkey) == 1;
+    int ok = match && SSL_CTX_use_PrivateKey(t->ctx, pkey) == 1;
+    EVP_PKEY_free(pkey);
+    if (!match) {
+      ERR_clear_error();
+      snprintf(err, errlen, "tls.key does not match the public key in tls.cert ('%s')", ref.text);
+      return MW_ERR_TLS;
+    }
+    if (!ok) {
+      ssl_errors(err, errlen, "tls.key cannot be used");
       return MW_ERR_TLS;
     }
   } else {
@@ -99,7 +117,6 @@ static mw_status_t load_key(mw_tls_ctx_t *t, const mw_tls_config_t *cfg, char *e
                mw_keyref_kind_name(ref.kind), cfg->key);
       return MW_ERR_UNSUPPORTED;
     }
-    X509 *leaf = SSL_CTX_get0_certificate(t->ctx);
     EVP_PKEY *pub = leaf ? X509_get0_pubkey(leaf) : NULL;
     EVP_PKEY *pkey = NULL;
     char lerr[512] = "";
