@@ -13,6 +13,7 @@ Everything is torn down after each test, whatever the outcome.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -84,5 +85,13 @@ def moonwire(request, pki, tmp_path):
         return m
 
     yield make
+    # A clean SIGTERM exit lets LeakSanitizer run in the ASan build; any sanitizer report
+    # in a runtime's output fails the test that started it.
+    reports = []
     for m in runs:
         m.terminate(timeout=5)
+        err = m.stderr()
+        if re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:", err):
+            reports.append(f"{m.app_path}:\n{err}")
+    if reports:
+        pytest.fail("sanitizer report(s) from moonwire:\n" + "\n".join(reports))
