@@ -102,6 +102,7 @@ int mw_cmd_run(int argc, char **argv) {
   uv_loop_init(&loop);
   r.rt.loop = &loop;
   r.rt.started_ms = uv_now(&loop);
+  r.rt.mem_limit = 32u << 20; /* until the configuration says otherwise */
   char appdir[PATH_MAX];
   snprintf(appdir, sizeof appdir, "%s", app);
   rc = MW_EXIT_FAILURE;

@@ -1,5 +1,6 @@
 #include "lb_config.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdarg.h>
@@ -286,20 +287,32 @@ static void push_env(lua_State *L) {
   lua_setfield(L, -2, "os");
 }
 
-int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *ov, mw_config_t *cfg, char *err,
-                   size_t errlen) {
+/* A configuration computes a table; anything running this long is a mistake. */
+#define CONFIG_INSTRUCTION_LIMIT 10000000
+static void config_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  luaL_error(L, "configuration did not finish within %d million instructions", CONFIG_INSTRUCTION_LIMIT / 1000000);
+}
+
+int lb_config_load_text(lua_State *L, const char *path, const char *text, size_t len,
+                        const lb_config_overrides_t *ov, mw_config_t *cfg, char *err, size_t errlen) {
   ctx_t c = {path, err, errlen};
   int top = lua_gettop(L);
+  char chunkname[512];
+  snprintf(chunkname, sizeof chunkname, "@%s", path);
   mw_config_defaults(cfg);
   cfg->path = strdup(path);
-  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+  if (luaL_loadbufferx(L, text, len, chunkname, "t") != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_settop(L, top);
     return -1;
   }
   push_env(L);
   lua_setupvalue(L, -2, 1);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+  lua_sethook(L, config_hook, LUA_MASKCOUNT, CONFIG_INSTRUCTION_LIMIT);
+  int st = lua_pcall(L, 0, 1, 0);
+  lua_sethook(L, NULL, 0, 0);
+  if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in configuration");
     lua_settop(L, top);
     return -1;
@@ -318,6 +331,46 @@ int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONFIG_KEY);
   lua_settop(L, top);
   return 0;
+}
+
+int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *ov, mw_config_t *cfg, char *err,
+                   size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    mw_config_defaults(cfg);
+    snprintf(err, errlen, "cannot open configuration %s: %s", path, strerror(errno));
+    return -1;
+  }
+  char *text = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (len == cap) {
+      if (cap >= (1u << 20)) {
+        free(text);
+        fclose(f);
+        mw_config_defaults(cfg);
+        snprintf(err, errlen, "%s: larger than 1 MiB, not a configuration file", path);
+        return -1;
+      }
+      cap = cap ? cap * 2 : 4096;
+      char *n = realloc(text, cap);
+      if (!n) {
+        free(text);
+        fclose(f);
+        mw_config_defaults(cfg);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+      }
+      text = n;
+    }
+    size_t got = fread(text + len, 1, cap - len, f);
+    len += got;
+    if (got == 0) break;
+  }
+  fclose(f);
+  int rc = lb_config_load_text(L, path, text, len, ov, cfg, err, errlen);
+  free(text);
+  return rc;
 }
 
 void lb_config_push(lua_State *L) { lua_rawgetp(L, LUA_REGISTRYINDEX, &CONFIG_KEY); }

@@ -19,6 +19,9 @@ typedef struct {
 /* Returns 0 on success; otherwise writes a one-line reason into err. */
 int lb_config_load(lua_State *L, const char *path, const lb_config_overrides_t *ov, mw_config_t *cfg, char *err,
                    size_t errlen);
+/* The same, from text already in memory (path names it in messages). */
+int lb_config_load_text(lua_State *L, const char *path, const char *text, size_t len,
+                        const lb_config_overrides_t *ov, mw_config_t *cfg, char *err, size_t errlen);
 /* Pushes the loaded configuration table (or nil). */
 void lb_config_push(lua_State *L);
 

@@ -1,0 +1,1 @@
+return { thing = "x", broker = { prot = 1 } }
