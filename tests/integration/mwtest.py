@@ -214,8 +214,10 @@ class Broker:
     """
 
     def __init__(self, pki, workdir=None, policy=DEFAULT_POLICY, port=None, add=(),
-                 server_cert="server", debug_log=True, extra_conf=(), mkbroker_args=(), start=True):
+                 server_cert="server", debug_log=True, extra_conf=(), mkbroker_args=(), start=True,
+                 dynsec_patch=None):
         self.pki = pki
+        self.dynsec_patch = dynsec_patch  # fn(dict) applied to dynamic-security.json after generation
         self.host = HOST
         self.policy = Path(policy)
         self._own_dir = workdir is None
@@ -269,6 +271,11 @@ class Broker:
             return self
         for attempt in range(5):
             self._generate()
+            if self.dynsec_patch:
+                dyn = self.dir / "dynamic-security.json"
+                data = json.loads(dyn.read_text())
+                self.dynsec_patch(data)
+                dyn.write_text(json.dumps(data))
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             self._stderr = open(self.dir / "mosquitto.stderr", "ab")
             self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf_path)],

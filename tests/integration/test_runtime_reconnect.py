@@ -46,3 +46,16 @@ def test_backoff_stays_within_its_bounds_while_nothing_listens(moonwire):
     assert delays[0] <= 0.4
     assert all(d <= 1.6 for d in delays)
     assert app.running
+
+
+def test_refused_connack_is_explained_and_backs_off(pki, make_broker, moonwire):
+    # mosquitto refuses client ids outside clientid_prefixes ("not authorised", CONNACK 5),
+    # as AWS IoT refuses a client id its policy does not allow to connect.
+    b = make_broker(extra_conf=["clientid_prefixes allowed-"])
+    app = moonwire(APP, broker=b, config={"reconnect": {"base_ms": 200, "cap_ms": 400}})
+    app.wait_for_output(r"the broker refused the connection: Connection Refused: not authorised\. \(CONNACK 5\)")
+    app.wait_for_output(r"reconnecting in 0\.[0-4] s")
+    # It keeps trying, with backoff, and never reports a connect event.
+    time.sleep(1.0)
+    assert len(re.findall(r"CONNACK 5", app.stderr())) >= 2
+    assert "connect event" not in app.stderr()
