@@ -11,6 +11,8 @@
 static const mw_command_t commands[] = {
     {"run", mw_cmd_run, "run a device app connected to the broker", mw_usage_run},
     {"script", mw_cmd_script, "run a Lua script with the moonwire modules, without a broker", mw_usage_script},
+    {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
+     mw_usage_shadow_service},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

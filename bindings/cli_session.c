@@ -1,0 +1,134 @@
+#include "cli_session.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lb_state.h"
+#include "mw_log.h"
+
+int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const char *positional,
+                 const char *extra_opt) {
+  memset(o, 0, sizeof *o);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **slot = NULL;
+    if (!strcmp(a, "-c") || !strcmp(a, "--config")) slot = &o->config;
+    else if (!strcmp(a, "-b") || !strcmp(a, "--broker")) slot = &o->ov.broker;
+    else if (!strcmp(a, "-t") || !strcmp(a, "--thing")) slot = &o->ov.thing;
+    else if (!strcmp(a, "-l") || !strcmp(a, "--log-level")) slot = &o->level;
+    else if (extra_opt && !strcmp(a, extra_opt)) slot = &o->extra;
+    else if (a[0] == '-') return mw_cli_usage_error(cmd, "unknown option '%s'", a);
+    else if (positional && !o->positional) o->positional = a;
+    else return mw_cli_usage_error(cmd, "unexpected argument '%s'", a);
+    if (slot) {
+      if (i + 1 >= argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
+      *slot = argv[++i];
+    }
+  }
+  if (positional && !o->positional) return mw_cli_usage_error(cmd, "no %s given", positional);
+  if (!o->config) return mw_cli_usage_error(cmd, "no configuration given (--config CONFIG.lua)");
+  if (o->level && mw_log_level_parse(o->level) < 0)
+    return mw_cli_usage_error(cmd, "unknown log level '%s'", o->level);
+  return 0;
+}
+
+static void on_mqtt_event(void *ud, const mw_mqtt_event_t *ev) {
+  mw_session_t *s = ud;
+  switch (ev->type) {
+  case MW_MQTT_EV_CONNECT:
+    MW_LOGI("mqtt", "connected to %s:%d as %s%s", s->cfg.broker.host, s->cfg.broker.port, s->cfg.client_id,
+            ev->session_present ? " (session present)" : "");
+    break;
+  case MW_MQTT_EV_CONNECT_FAILED: MW_LOGW("mqtt", "%s", ev->reason); break;
+  case MW_MQTT_EV_DISCONNECT:
+    if (ev->rc) MW_LOGW("mqtt", "%s", ev->reason);
+    else MW_LOGI("mqtt", "disconnected");
+    break;
+  case MW_MQTT_EV_STOPPED: uv_stop(&s->loop); return;
+  default: break;
+  }
+  if (s->on_event) s->on_event(s, ev);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  mw_session_t *s = h->data;
+  if (s->stopping++) {
+    MW_LOGW("run", "second %s: exiting without waiting", strsignal(signum));
+    uv_stop(&s->loop);
+    return;
+  }
+  MW_LOGI("run", "%s: disconnecting", strsignal(signum));
+  mw_mqtt_stop(s->rt.mqtt);
+}
+
+int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrides_t *ov, const char *level,
+                    const char *app_dir, mw_session_event_fn on_event, void *ud) {
+  char err[1024];
+  memset(s, 0, sizeof *s);
+  s->on_event = on_event;
+  s->ud = ud;
+  uv_loop_init(&s->loop);
+  s->rt.loop = &s->loop;
+  s->rt.started_ms = uv_now(&s->loop);
+  s->rt.mem_limit = 32u << 20; /* until the configuration says otherwise */
+  if (!lb_state_new(&s->rt, app_dir)) return mw_cli_fail("cannot create the Lua state");
+  if (lb_config_load(s->rt.L, config, ov, &s->cfg, err, sizeof err) != 0) return mw_cli_fail("%s", err);
+  s->rt.cfg = &s->cfg;
+  s->rt.mem_limit = s->cfg.limits.lua_memory;
+  if (level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(level));
+  else if (s->cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(s->cfg.log_level));
+
+  mw_tls_config_t tc = {s->cfg.tls.ca, s->cfg.tls.cert, s->cfg.tls.key, s->cfg.broker.alpn, s->cfg.broker.host};
+  if (mw_tls_ctx_new(&tc, &s->tls, err, sizeof err) != MW_OK) return mw_cli_fail("%s: %s", config, err);
+  mw_mqtt_config_t mc = {
+      .host = s->cfg.broker.host,
+      .port = s->cfg.broker.port,
+      .client_id = s->cfg.client_id,
+      .keepalive = s->cfg.broker.keepalive,
+      .clean_session = s->cfg.broker.clean_session,
+      .tls = s->tls,
+      .will_topic = s->cfg.will.topic,
+      .will_payload = s->cfg.will.payload,
+      .will_len = s->cfg.will.payload_len,
+      .will_qos = s->cfg.will.qos,
+      .will_retain = s->cfg.will.retain,
+      .backoff_base_ms = s->cfg.reconnect.base_ms,
+      .backoff_cap_ms = s->cfg.reconnect.cap_ms,
+      .max_inflight = s->cfg.limits.max_inflight,
+      .max_payload = s->cfg.limits.max_payload,
+  };
+  if (mw_mqtt_new(&s->loop, &mc, on_mqtt_event, s, &s->rt.mqtt, err, sizeof err) != MW_OK)
+    return mw_cli_fail("%s", err);
+  return MW_EXIT_OK;
+}
+
+void mw_session_run(mw_session_t *s, const char *what) {
+  uv_signal_init(&s->loop, &s->sigint);
+  uv_signal_init(&s->loop, &s->sigterm);
+  s->sigint.data = s->sigterm.data = s;
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  s->signals_started = 1;
+  MW_LOGI("run", "moonwire %s: %s as %s, broker %s:%d", MW_VERSION, what, s->cfg.thing, s->cfg.broker.host,
+          s->cfg.broker.port);
+  mw_mqtt_start(s->rt.mqtt);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+void mw_session_close(mw_session_t *s) {
+  if (s->signals_started) {
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+  }
+  lb_state_close(&s->rt);
+  if (s->rt.mqtt) mw_mqtt_free(s->rt.mqtt);
+  s->rt.mqtt = NULL;
+  /* Let libuv run the close callbacks of every handle, so nothing leaks. */
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&s->loop) != 0) MW_LOGW("run", "some event-loop handles were still open at exit");
+  mw_tls_ctx_free(s->tls);
+  s->tls = NULL;
+  mw_config_free(&s->cfg);
+}
