@@ -1,5 +1,7 @@
 #include "cli_session.h"
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include "cli.h"
 #include "lb_state.h"
 #include "mw_log.h"
+#include "mw_trustm.h"
 
 int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const char *positional,
                  const char *extra_opt) {
@@ -63,6 +66,72 @@ static void on_signal(uv_signal_t *h, int signum) {
   mw_mqtt_stop(s->rt.mqtt);
 }
 
+/* True when the DER SubjectPublicKeyInfo is the public key of pub. */
+static bool same_public_key(const uint8_t *spki, size_t len, EVP_PKEY *pub) {
+  const unsigned char *p = spki;
+  EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
+  bool same = k && pub && EVP_PKEY_eq(k, pub) == 1;
+  EVP_PKEY_free(k);
+  return same;
+}
+
+/*
+** The TLS layer asks for the chip's key through this; the key never leaves the chip.
+** A chip key that does not belong to tls.cert would only fail later, in every handshake,
+** so it is checked here: against the public key the chip stores next to it, or else with
+** one test signature (a single private-key use, well within the security monitor's credit).
+*/
+static mw_status_t trustm_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
+                                     size_t errlen) {
+  mw_trustm_t *dev = ud;
+  mw_trustm_pubkey_t stored;
+  mw_status_t st = mw_trustm_pubkey_read(dev, ref->oid, &stored);
+  bool matches;
+  if (st == MW_OK) {
+    matches = same_public_key(stored.spki, stored.spki_len, pub);
+  } else {
+    uint8_t digest[32], sig[MW_TRUSTM_SIG_DER_MAX];
+    size_t siglen = 0;
+    memset(digest, 0x5a, sizeof digest);
+    st = mw_trustm_sign(dev, ref->oid, digest, sizeof digest, sig, sizeof sig, &siglen);
+    if (st != MW_OK) {
+      snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
+      return st;
+    }
+    EVP_PKEY_CTX *vc = EVP_PKEY_CTX_new(pub, NULL);
+    matches = vc && EVP_PKEY_verify_init(vc) == 1 && EVP_PKEY_verify(vc, sig, siglen, digest, sizeof digest) == 1;
+    EVP_PKEY_CTX_free(vc);
+  }
+  if (!matches) {
+    snprintf(err, errlen, "the key in the chip's slot 0x%04X does not match the public key in tls.cert", ref->oid);
+    return MW_ERR_TLS;
+  }
+  st = mw_trustm_pkey(dev, ref->oid, pub, out);
+  if (st != MW_OK) snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
+  return st;
+}
+
+/* Opens the secure element named by se.* when tls.key lives in it. */
+static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
+  mw_keyref_t ref;
+  char why[256];
+  if (mw_keyref_parse(s->cfg.tls.key, &ref, why, sizeof why) != MW_OK || ref.kind != MW_KEY_TRUSTM) return 0;
+  mw_trustm_config_t tc = {0};
+  tc.device = s->cfg.se.device;
+  tc.address = (uint8_t)s->cfg.se.address;
+  tc.sim = s->cfg.se.sim;
+  mw_status_t st = mw_trustm_open(&tc, &s->se);
+  if (st != MW_OK) {
+    return mw_cli_fail("cannot open the secure element %s: %s", s->cfg.se.device ? s->cfg.se.device : s->cfg.se.sim,
+                       s->se ? mw_trustm_last_error(s->se) : mw_status_str(st));
+  }
+  if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
+  mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
+  /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */
+  *backoff_floor = 5000;
+  return 0;
+}
+
 int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrides_t *ov, const char *level,
                     const char *app_dir, mw_session_event_fn on_event, void *ud) {
   char err[1024];
@@ -80,6 +149,8 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
   if (level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(level));
   else if (s->cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(s->cfg.log_level));
 
+  uint32_t backoff_floor = 0;
+  if (open_se(s, &backoff_floor) != 0) return MW_EXIT_FAILURE;
   mw_tls_config_t tc = {s->cfg.tls.ca, s->cfg.tls.cert, s->cfg.tls.key, s->cfg.broker.alpn, s->cfg.broker.host};
   if (mw_tls_ctx_new(&tc, &s->tls, err, sizeof err) != MW_OK) return mw_cli_fail("%s: %s", config, err);
   mw_mqtt_config_t mc = {
@@ -96,6 +167,7 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
       .will_retain = s->cfg.will.retain,
       .backoff_base_ms = s->cfg.reconnect.base_ms,
       .backoff_cap_ms = s->cfg.reconnect.cap_ms,
+      .backoff_floor_ms = backoff_floor,
       .max_inflight = s->cfg.limits.max_inflight,
       .max_payload = s->cfg.limits.max_payload,
   };
@@ -130,5 +202,8 @@ void mw_session_close(mw_session_t *s) {
   if (uv_loop_close(&s->loop) != 0) MW_LOGW("run", "some event-loop handles were still open at exit");
   mw_tls_ctx_free(s->tls);
   s->tls = NULL;
+  mw_tls_set_key_loader(MW_KEY_TRUSTM, NULL, NULL);
+  mw_trustm_close(s->se);
+  s->se = NULL;
   mw_config_free(&s->cfg);
 }

@@ -33,6 +33,7 @@ struct mw_session {
   mw_rt_t rt;
   mw_config_t cfg;
   mw_tls_ctx_t *tls;
+  struct mw_trustm *se; /* open when tls.key is in the secure element */
   uv_loop_t loop;
   uv_signal_t sigint, sigterm;
   int stopping;

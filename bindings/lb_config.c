@@ -40,13 +40,18 @@ static const field_t limits_fields[] = {{"max_inflight", F_INT, 1, 65535, NULL},
                                         {"max_payload", F_INT, 1, 128 * 1024, NULL},
                                         {"lua_memory", F_INT, 1 << 20, 1L << 32, NULL},
                                         {NULL, 0, 0, 0, NULL}};
+static const field_t se_fields[] = {{"device", F_STRING, 0, 0, NULL},
+                                    {"address", F_INT, 0x08, 0x77, NULL},
+                                    {"sim", F_STRING, 0, 0, NULL},
+                                    {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t top_fields[] = {
     {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
     {"broker", F_TABLE, 0, 0, broker_fields}, {"tls", F_TABLE, 0, 0, tls_fields},
     {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
-    {"app", F_FREE, 0, 0, NULL},            {NULL, 0, 0, 0, NULL}};
+    {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
+    {NULL, 0, 0, 0, NULL}};
 
 typedef struct {
   const char *path;
@@ -234,6 +239,9 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   if (get_int(L, t, "limits", "max_payload", &v)) cfg->limits.max_payload = (size_t)v;
   if (get_int(L, t, "limits", "lua_memory", &v)) cfg->limits.lua_memory = (size_t)v;
   cfg->log_level = get_str(L, t, "log", "level", NULL);
+  cfg->se.device = get_str(L, t, "se", "device", NULL);
+  cfg->se.sim = get_str(L, t, "se", "sim", NULL);
+  if (get_int(L, t, "se", "address", &v)) cfg->se.address = (int)v;
 
   if (ov && ov->thing) {
     free(cfg->thing);
@@ -256,6 +264,10 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   mw_keyref_t ref;
   char why[300];
   if (mw_keyref_parse(cfg->tls.key, &ref, why, sizeof why) != MW_OK) return cfail(c, "tls.key: %s", why);
+  if (cfg->se.device && cfg->se.sim) return cfail(c, "se: give either se.device or se.sim, not both");
+  if (ref.kind == MW_KEY_TRUSTM && !cfg->se.device && !cfg->se.sim)
+    return cfail(c, "tls.key '%s' is in an OPTIGA Trust M: configure se.device (e.g. \"/dev/i2c-1\") or se.sim",
+                 cfg->tls.key);
   if (cfg->will.topic) {
     if (mw_topic_check_name(cfg->will.topic, strlen(cfg->will.topic), why, sizeof why) != MW_OK)
       return cfail(c, "will.topic: %s", why);

@@ -13,6 +13,7 @@ static const mw_command_t commands[] = {
     {"script", mw_cmd_script, "run a Lua script with the moonwire modules, without a broker", mw_usage_script},
     {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
      mw_usage_shadow_service},
+    {"se", mw_cmd_se, "the OPTIGA Trust M secure element: info, random, keygen, pubkey", mw_usage_se},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -14,6 +14,7 @@ void mw_config_defaults(mw_config_t *c) {
   c->limits.max_inflight = 100;       /* AWS IoT: 100 unacknowledged outbound QoS 1 publishes */
   c->limits.max_payload = 128 * 1024; /* AWS IoT: 128 KB payloads */
   c->limits.lua_memory = 32u << 20;
+  c->se.address = 0x30;
 }
 
 void mw_config_free(mw_config_t *c) {
@@ -27,6 +28,8 @@ void mw_config_free(mw_config_t *c) {
   free(c->tls.key);
   free(c->will.topic);
   free(c->will.payload);
+  free(c->se.device);
+  free(c->se.sim);
   free(c->log_level);
   memset(c, 0, sizeof *c);
 }

@@ -38,6 +38,11 @@ typedef struct {
     size_t max_payload;
     size_t lua_memory;
   } limits;
+  struct {
+    char *device; /* "/dev/i2c-1": a real OPTIGA Trust M */
+    int address;  /* 7-bit I2C address, 0x30 by default */
+    char *sim;    /* simulator state file instead of a device */
+  } se;
   char *log_level;
 } mw_config_t;
 
