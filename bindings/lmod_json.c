@@ -1492,7 +1492,7 @@ static const luaL_Reg jsonlib[] = {
   {"array", ljson_array},
   {"object", ljson_object},
   {"is_array", ljson_is_array},
-  {"null", NULL},  /* placeholder */
+  {"null", NULL},  /* the slot for json.null, filled with the sentinel below */
   {NULL, NULL}
 };
 
