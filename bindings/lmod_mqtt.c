@@ -233,9 +233,12 @@ static int lmqtt_publish(lua_State *L) {
   int mid = 0;
   mw_status_t st = mw_mqtt_publish(rt->mqtt, topic, payload, plen, qos, retain, &mid, err, sizeof err);
   if (st != MW_OK) return lb_fail_status(L, st, err);
-  if (has_ack) {
+  if (qos == 1) {
+    /* Always write the slot: a mid is reused once acknowledged, and a stale on_ack must not
+       fire for a later message that has none. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->acks_ref);
-    lua_pushvalue(L, -2);
+    if (has_ack) lua_pushvalue(L, -2);
+    else lua_pushnil(L);
     lua_rawseti(L, -2, mid);
     lua_pop(L, 1);
   }
@@ -388,6 +391,12 @@ void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
   case MW_MQTT_EV_CONNECT: dispatch_listeners(rt, EV_CONNECT, ev); break;
   case MW_MQTT_EV_DISCONNECT: dispatch_listeners(rt, EV_DISCONNECT, ev); break;
   case MW_MQTT_EV_CONNECT_FAILED: dispatch_listeners(rt, EV_CONNECT_FAILED, ev); break;
+  case MW_MQTT_EV_INFLIGHT_LOST:
+    /* Those PUBACKs will never come; drop their callbacks with the table. */
+    lb_unref(rt->L, &rt->acks_ref);
+    lua_newtable(rt->L);
+    rt->acks_ref = lb_ref(rt->L);
+    break;
   case MW_MQTT_EV_STOPPED: break;
   }
 }

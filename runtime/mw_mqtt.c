@@ -520,13 +520,16 @@ static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason) {
   char err[128];
   close_poll(m);
   uv_timer_stop(&m->retry_timer);
-  if (m->stats.inflight) {
-    MW_LOGW(COMP, "%d QoS 1 message(s) from the previous session were not acknowledged", m->stats.inflight);
+  int lost = m->stats.inflight;
+  if (lost) {
+    MW_LOGW(COMP, "%d QoS 1 message(s) from the previous session were not acknowledged", lost);
     m->stats.inflight = 0;
     memset(m->qos1_mids, 0, sizeof m->qos1_mids);
   }
   mosquitto_reinitialise(m->mosq, m->client_id, m->cfg.clean_session, m);
   if (client_setup(m, err, sizeof err) != MW_OK) MW_LOGE(COMP, "%s", err);
+  /* The fresh client numbers messages from 1 again: whatever waits for a PUBACK must let go. */
+  if (lost) emit_simple(m, MW_MQTT_EV_INFLIGHT_LOST, lost, NULL);
   if (m->state == ST_CONNECTING) connect_failed(m, rc, reason);
 }
 

@@ -32,6 +32,8 @@ typedef enum {
   MW_MQTT_EV_PUBACK,      /* mid of a QoS 1 publish the broker acknowledged (or a QoS 0 one written) */
   MW_MQTT_EV_SUBACK,      /* topic = the filter, granted[0] = QoS granted or 0x80 (refused) */
   MW_MQTT_EV_STOPPED,     /* mw_mqtt_stop finished: DISCONNECT sent and socket closed */
+  MW_MQTT_EV_INFLIGHT_LOST, /* unacknowledged QoS 1 publishes were dropped: no PUBACK will come for
+                               them, and their mids will be reused */
 } mw_mqtt_event_type_t;
 
 typedef struct {
