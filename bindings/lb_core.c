@@ -6,19 +6,13 @@
 #include "lb.h"
 #include "mw_log.h"
 
-static const char RT_KEY = 'r';
+/*
+** The context sits in the state's extra space (copied into every coroutine), not the
+** registry: lb_rt runs for every handler call and every publish.
+*/
+void lb_set_rt(lua_State *L, mw_rt_t *rt) { *(mw_rt_t **)lua_getextraspace(L) = rt; }
 
-void lb_set_rt(lua_State *L, mw_rt_t *rt) {
-  lua_pushlightuserdata(L, rt);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
-}
-
-mw_rt_t *lb_rt(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
-  mw_rt_t *rt = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return rt;
-}
+mw_rt_t *lb_rt(lua_State *L) { return *(mw_rt_t **)lua_getextraspace(L); }
 
 /* Message handler: turns any error value into a string with a traceback (as lua.c does). */
 static int msghandler(lua_State *L) {
