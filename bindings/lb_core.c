@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lb.h"
+#include "lb_scripts.h"
 #include "mw_log.h"
 
 /*
@@ -95,19 +96,31 @@ void *lb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+/* package.preload loader of an embedded script: compiles it under its own file name. */
+static int load_script(lua_State *L) {
+  const lb_script_t *s = &lb_scripts[lua_tointeger(L, lua_upvalueindex(1))];
+  if (luaL_loadbufferx(L, s->source, s->len, s->chunkname, "t") != LUA_OK) return lua_error(L);
+  lua_pushstring(L, s->module);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
 void lb_preload(lua_State *L) {
   static const luaL_Reg mods[] = {
       {"moonwire.log", luaopen_moonwire_log},     {"moonwire.timer", luaopen_moonwire_timer},
       {"moonwire.mqtt", luaopen_moonwire_mqtt},   {"moonwire.device", luaopen_moonwire_device},
-#ifdef MW_HAVE_JSON
       {"moonwire.json", luaopen_moonwire_json},
-#endif
       {NULL, NULL},
   };
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *m = mods; m->name; m++) {
     lua_pushcfunction(L, m->func);
     lua_setfield(L, -2, m->name);
+  }
+  for (int i = 0; lb_scripts[i].module; i++) {
+    lua_pushinteger(L, i);
+    lua_pushcclosure(L, load_script, 1);
+    lua_setfield(L, -2, lb_scripts[i].module);
   }
   lua_pop(L, 1);
 }
