@@ -1,5 +1,6 @@
 #include "cli_session.h"
 
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <signal.h>
@@ -39,6 +40,8 @@ int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const
 
 static void on_mqtt_event(void *ud, const mw_mqtt_event_t *ev) {
   mw_session_t *s = ud;
+  /* The outbox first: it turns PUBACKs into handles and must see every connection change. */
+  mw_outbox_on_mqtt(s->rt.outbox, ev);
   switch (ev->type) {
   case MW_MQTT_EV_CONNECT:
     MW_LOGI("mqtt", "connected to %s:%d as %s%s", s->cfg.broker.host, s->cfg.broker.port, s->cfg.client_id,
@@ -64,6 +67,38 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
   MW_LOGI("run", "%s: disconnecting", strsignal(signum));
   mw_mqtt_stop(s->rt.mqtt);
+}
+
+static void on_outbox_event(void *ud, const mw_outbox_event_t *ev) {
+  mw_session_t *s = ud;
+  lb_mqtt_outbox_event(&s->rt, ev);
+}
+
+/* The outbox (issue 7): configured by outbox.*, in the default state folder otherwise. */
+static int open_outbox(mw_session_t *s) {
+  char err[600], path[PATH_MAX];
+  const char *where = s->cfg.outbox.path;
+  if (!where) {
+    if (mw_outbox_default_path(s->cfg.client_id, path, sizeof path, err, sizeof err) != MW_OK)
+      return mw_cli_fail("%s: %s", s->cfg.path, err);
+    where = path;
+  }
+  mw_outbox_config_t oc = {
+      .path = where,
+      .sync = (mw_outbox_sync_t)s->cfg.outbox.sync,
+      .max_messages = s->cfg.outbox.max_messages,
+      .max_bytes = s->cfg.outbox.max_bytes,
+      .when_full = (mw_outbox_when_full_t)s->cfg.outbox.when_full,
+      .qos0_queue = s->cfg.outbox.qos0_queue,
+      .qos0_max = s->cfg.outbox.qos0_max,
+      .poison_budget = s->cfg.outbox.poison_budget,
+      .poison_window_ms = (uint32_t)s->cfg.outbox.poison_window_ms,
+      .window = s->cfg.limits.max_inflight,
+  };
+  if (mw_outbox_new(&s->loop, s->rt.mqtt, &oc, on_outbox_event, s, &s->rt.outbox, err, sizeof err) != MW_OK)
+    return mw_cli_fail("%s", err);
+  MW_LOGD("outbox", "outbox %s", where);
+  return MW_EXIT_OK;
 }
 
 /* True when the DER SubjectPublicKeyInfo is the public key of pub. */
@@ -170,10 +205,11 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
       .backoff_floor_ms = backoff_floor,
       .max_inflight = s->cfg.limits.max_inflight,
       .max_payload = s->cfg.limits.max_payload,
+      .protocol = s->cfg.broker.protocol,
   };
   if (mw_mqtt_new(&s->loop, &mc, on_mqtt_event, s, &s->rt.mqtt, err, sizeof err) != MW_OK)
     return mw_cli_fail("%s", err);
-  return MW_EXIT_OK;
+  return open_outbox(s);
 }
 
 void mw_session_run(mw_session_t *s, const char *what) {
@@ -195,6 +231,8 @@ void mw_session_close(mw_session_t *s) {
     uv_close((uv_handle_t *)&s->sigterm, NULL);
   }
   lb_state_close(&s->rt);
+  mw_outbox_free(s->rt.outbox);
+  s->rt.outbox = NULL;
   if (s->rt.mqtt) mw_mqtt_free(s->rt.mqtt);
   s->rt.mqtt = NULL;
   /* Let libuv run the close callbacks of every handle, so nothing leaks. */

@@ -44,8 +44,9 @@ static int64_t wall_ms(void) {
 static void emit(void *ud, const char *topic, const char *payload, size_t len) {
   mw_session_t *s = ud;
   shadow_svc_t *ss = s->ud;
-  char err[256];
-  if (mw_mqtt_publish(s->rt.mqtt, topic, payload, len, 1, false, NULL, err, sizeof err) != MW_OK) {
+  char err[512];
+  /* Through the outbox: held while offline, sent again after a reconnect, window respected. */
+  if (mw_outbox_publish(s->rt.outbox, topic, payload, len, 1, false, NULL, err, sizeof err) != MW_OK) {
     ss->publish_failures++;
     MW_LOGW("shadow", "response on %s not sent: %s", topic, err);
   }
@@ -74,6 +75,8 @@ int mw_cmd_shadow_service(int argc, char **argv) {
   shadow_svc_t ss;
   memset(&ss, 0, sizeof ss);
   mw_session_t s;
+  /* Replies are only useful now: unless the configuration asks for one, no durable outbox. */
+  o.ov.outbox_default = ":memory:";
   rc = mw_session_open(&s, o.config, &o.ov, o.level, NULL, on_event, &ss);
   if (rc == MW_EXIT_OK) {
     mw_status_t st = mw_shadow_service_open(db, NULL, false, &ss.svc);

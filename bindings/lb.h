@@ -14,6 +14,7 @@
 
 #include "mw_config.h"
 #include "mw_mqtt.h"
+#include "mw_outbox.h"
 #include "mw_status.h"
 
 #define LB_MT_TIMER "moonwire.timer"
@@ -37,6 +38,7 @@ typedef struct mw_rt {
   int live_refs;            /* registry refs taken through lb_ref and not yet released */
   size_t mem_used, mem_limit, mem_peak;
   uint64_t started_ms;
+  mw_outbox_t *outbox;      /* QoS 1 publishes go through it; NULL without a broker */
 } mw_rt_t;
 
 /* Sets/gets the context stored in the registry. */
@@ -78,5 +80,7 @@ int luaopen_moonwire_json(lua_State *L);
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev);
 /* Releases every subscription and listener (at shutdown, before lua_close). */
 void lb_mqtt_close_all(mw_rt_t *rt);
+/* Outbox events (PUBACK by handle, dead letters, drops) from the session. */
+void lb_mqtt_outbox_event(mw_rt_t *rt, const mw_outbox_event_t *ev);
 
 #endif

@@ -26,7 +26,7 @@ typedef struct field {
 static const field_t broker_fields[] = {
     {"host", F_STRING, 0, 0, NULL},     {"port", F_INT, 1, 65535, NULL},
     {"alpn", F_STRING, 0, 0, NULL},     {"keepalive", F_INT, 30, 1200, NULL},
-    {"clean_session", F_BOOL, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+    {"clean_session", F_BOOL, 0, 0, NULL}, {"protocol", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t tls_fields[] = {
     {"ca", F_STRING, 0, 0, NULL}, {"cert", F_STRING, 0, 0, NULL}, {"key", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t will_fields[] = {{"topic", F_STRING, 0, 0, NULL},
@@ -45,12 +45,24 @@ static const field_t se_fields[] = {{"device", F_STRING, 0, 0, NULL},
                                     {"sim", F_STRING, 0, 0, NULL},
                                     {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+/* The durable outbox (issue 7): see docs/configuration.md "outbox". */
+static const field_t outbox_fields[] = {{"path", F_STRING, 0, 0, NULL},
+                                        {"sync", F_STRING, 0, 0, NULL},
+                                        {"max_messages", F_INT, 1, 100000000, NULL},
+                                        {"max_bytes", F_INT, 1024, 1L << 40, NULL},
+                                        {"when_full", F_STRING, 0, 0, NULL},
+                                        {"qos0_offline", F_STRING, 0, 0, NULL},
+                                        {"qos0_max", F_INT, 1, 1000000, NULL},
+                                        {"poison_budget", F_INT, 1, 100, NULL},
+                                        {"poison_window_ms", F_INT, 100, 600000, NULL},
+                                        {NULL, 0, 0, 0, NULL}};
 static const field_t top_fields[] = {
     {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
     {"broker", F_TABLE, 0, 0, broker_fields}, {"tls", F_TABLE, 0, 0, tls_fields},
     {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
+    {"outbox", F_TABLE, 0, 0, outbox_fields},
     {NULL, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -216,6 +228,50 @@ static int valid_thing(const char *s) {
   return 1;
 }
 
+/* A string key that must be one of names (NULL-terminated); *out gets its index. */
+static int get_choice(lua_State *L, ctx_t *c, int t, const char *sub, const char *key, const char *const *names,
+                      int *out) {
+  char *v = get_str(L, t, sub, key, NULL);
+  if (!v) return 0;
+  for (int i = 0; names[i]; i++)
+    if (strcmp(v, names[i]) == 0) {
+      *out = i;
+      free(v);
+      return 0;
+    }
+  char list[200] = "";
+  for (int i = 0; names[i]; i++) {
+    strncat(list, i ? ", \"" : "\"", sizeof list - strlen(list) - 1);
+    strncat(list, names[i], sizeof list - strlen(list) - 1);
+    strncat(list, "\"", sizeof list - strlen(list) - 1);
+  }
+  int r = cfail(c, "%s.%s: '%s' is not one of %s", sub, key, v, list);
+  free(v);
+  return r;
+}
+
+/* The outbox section (issue 7). */
+static int extract_outbox(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *ov, mw_config_t *cfg) {
+  static const char *const sync_names[] = {"off", "normal", "full", NULL};
+  static const char *const full_names[] = {"refuse", "drop_oldest", NULL};
+  static const char *const q0_names[] = {"drop", "queue", NULL};
+  long long v;
+  cfg->outbox.path = get_str(L, t, "outbox", "path", NULL);
+  if (!cfg->outbox.path && ov && ov->outbox_default) cfg->outbox.path = strdup(ov->outbox_default);
+  if (cfg->outbox.path && !cfg->outbox.path[0]) return cfail(c, "outbox.path: must not be empty");
+  if (get_choice(L, c, t, "outbox", "sync", sync_names, &cfg->outbox.sync) != 0) return -1;
+  if (get_choice(L, c, t, "outbox", "when_full", full_names, &cfg->outbox.when_full) != 0) return -1;
+  int q0 = cfg->outbox.qos0_queue ? 1 : 0;
+  if (get_choice(L, c, t, "outbox", "qos0_offline", q0_names, &q0) != 0) return -1;
+  cfg->outbox.qos0_queue = q0 == 1;
+  if (get_int(L, t, "outbox", "max_messages", &v)) cfg->outbox.max_messages = v;
+  if (get_int(L, t, "outbox", "max_bytes", &v)) cfg->outbox.max_bytes = v;
+  if (get_int(L, t, "outbox", "qos0_max", &v)) cfg->outbox.qos0_max = (int)v;
+  if (get_int(L, t, "outbox", "poison_budget", &v)) cfg->outbox.poison_budget = (int)v;
+  if (get_int(L, t, "outbox", "poison_window_ms", &v)) cfg->outbox.poison_window_ms = (int)v;
+  return 0;
+}
+
 /* Fills cfg from the checked table at index t, then validates values across fields. */
 static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *ov, mw_config_t *cfg) {
   long long v;
@@ -242,6 +298,21 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   cfg->se.device = get_str(L, t, "se", "device", NULL);
   cfg->se.sim = get_str(L, t, "se", "sim", NULL);
   if (get_int(L, t, "se", "address", &v)) cfg->se.address = (int)v;
+
+  if (extract_outbox(L, c, t, ov, cfg) != 0) return -1;
+  {
+    char *proto = get_str(L, t, "broker", "protocol", NULL);
+    int bad = 0;
+    if (proto && (!strcmp(proto, "5") || !strcmp(proto, "5.0"))) cfg->broker.protocol = 5;
+    else if (proto && (!strcmp(proto, "3.1.1") || !strcmp(proto, "4"))) cfg->broker.protocol = 4;
+    else if (proto) bad = 1;
+    if (bad) {
+      int r = cfail(c, "broker.protocol: '%s' is not \"3.1.1\" or \"5\"", proto);
+      free(proto);
+      return r;
+    }
+    free(proto);
+  }
 
   if (ov && ov->thing) {
     free(cfg->thing);

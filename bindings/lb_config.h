@@ -14,6 +14,7 @@
 typedef struct {
   const char *thing;  /* --thing */
   const char *broker; /* --broker HOST:PORT */
+  const char *outbox_default; /* outbox.path when the configuration has none (e.g. ":memory:") */
 } lb_config_overrides_t;
 
 /* Returns 0 on success; otherwise writes a one-line reason into err. */

@@ -1,6 +1,8 @@
 /*
 ** moonwire.mqtt: per-filter handlers, publish with optional PUBACK callbacks, and
-** connection events.
+** connection events. QoS 1 publishes go through the outbox (runtime/outbox): the handle
+** mqtt.publish returns is the message's sequence number there, and on_ack callbacks are
+** keyed by it, so they survive reconnects and resends.
 **
 ** Every handler is a registry ref owned by a subscription or listener userdata; an
 ** active one also holds a self-ref, so a script may drop its handle and keep the
@@ -24,8 +26,8 @@ struct lb_sub {
   uint64_t messages;
 };
 
-typedef enum { EV_CONNECT, EV_DISCONNECT, EV_CONNECT_FAILED, EV_COUNT } listener_ev_t;
-static const char *const ev_names[] = {"connect", "disconnect", "connect_failed", NULL};
+typedef enum { EV_CONNECT, EV_DISCONNECT, EV_CONNECT_FAILED, EV_DEAD_LETTER, EV_COUNT } listener_ev_t;
+static const char *const ev_names[] = {"connect", "disconnect", "connect_failed", "dead_letter", NULL};
 
 struct lb_listener {
   lb_listener_t *next, *prev;
@@ -171,7 +173,7 @@ static void listener_close(lua_State *L, lb_listener_t *l) {
   lb_unref(L, &l->self_ref);
 }
 
-/* mqtt.on("connect" | "disconnect" | "connect_failed", fn) -> listener with :remove() */
+/* mqtt.on("connect" | "disconnect" | "connect_failed" | "dead_letter", fn) -> listener with :remove() */
 static int lmqtt_on(lua_State *L) {
   int ev = luaL_checkoption(L, 1, NULL, ev_names);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -207,7 +209,10 @@ static int llistener_gc(lua_State *L) {
 
 /* ------------------------------------------------------------ publish */
 
-/* mqtt.publish(topic, payload [, {qos, retain, on_ack}]) -> true | nil, message, code */
+/*
+** mqtt.publish(topic, payload [, {qos, retain, on_ack}]) -> handle | true | nil, message, code
+** QoS 1: the outbox's handle (an integer), also while offline. QoS 0: true once sent or queued.
+*/
 static int lmqtt_publish(lua_State *L) {
   size_t tlen, plen = 0;
   const char *topic = luaL_checklstring(L, 1, &tlen);
@@ -228,20 +233,152 @@ static int lmqtt_publish(lua_State *L) {
   int has_ack = opt_field(L, 3, "on_ack", LUA_TFUNCTION) != LUA_TNIL; /* leaves fn on the stack */
   if (has_ack && qos != 1) return luaL_error(L, "on_ack needs qos = 1 (QoS 0 has no PUBACK)");
   mw_rt_t *rt = lb_rt(L);
-  if (!rt->mqtt) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
-  char err[256] = "";
-  int mid = 0;
-  mw_status_t st = mw_mqtt_publish(rt->mqtt, topic, payload, plen, qos, retain, &mid, err, sizeof err);
+  if (!rt->mqtt || !rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  /* Checked here as well as in the outbox, so an oversized message never reaches storage. */
+  size_t max_payload = rt->cfg ? rt->cfg->limits.max_payload : 128 * 1024;
+  if (plen > max_payload) {
+    char err[160];
+    snprintf(err, sizeof err, "payload is %zu bytes, over the %zu-byte limit", plen,
+             max_payload);
+    return lb_fail_status(L, MW_ERR_TOO_LARGE, err);
+  }
+  char err[512] = "";
+  int64_t handle = 0;
+  mw_status_t st = mw_outbox_publish(rt->outbox, topic, payload, plen, qos, retain, &handle, err, sizeof err);
   if (st != MW_OK) return lb_fail_status(L, st, err);
   if (qos == 1) {
-    /* Always write the slot: a mid is reused once acknowledged, and a stale on_ack must not
-       fire for a later message that has none. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->acks_ref);
-    if (has_ack) lua_pushvalue(L, -2);
-    else lua_pushnil(L);
-    lua_rawseti(L, -2, mid);
-    lua_pop(L, 1);
+    if (has_ack) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, rt->acks_ref);
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, -2, (lua_Integer)handle);
+      lua_pop(L, 1);
+    }
+    lua_pushinteger(L, (lua_Integer)handle);
+  } else {
+    lua_pushboolean(L, 1);
   }
+  return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* mqtt.outbox() -> {pending, pending_bytes, inflight, dead, ... counters} */
+static int lmqtt_outbox(lua_State *L) {
+  mw_rt_t *rt = lb_rt(L);
+  if (!rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  mw_outbox_stats_t st;
+  mw_outbox_get_stats(rt->outbox, &st);
+  lua_createtable(L, 0, 26);
+  set_str(L, "path", mw_outbox_path(rt->outbox));
+  lua_pushboolean(L, st.durable);
+  lua_setfield(L, -2, "durable");
+  set_int(L, "pending", st.pending);
+  set_int(L, "pending_bytes", st.pending_bytes);
+  set_int(L, "inflight", st.inflight);
+  set_int(L, "dead", st.dead);
+  set_int(L, "qos0_queued", st.qos0_queued);
+  set_int(L, "unstored", st.unstored);
+  if (st.oldest_ms) set_int(L, "oldest_ms", st.oldest_ms);
+  set_int(L, "max_messages", st.max_messages);
+  set_int(L, "max_bytes", st.max_bytes);
+  set_int(L, "accepted", (lua_Integer)st.accepted);
+  set_int(L, "acked", (lua_Integer)st.acked);
+  set_int(L, "sent", (lua_Integer)st.sent);
+  set_int(L, "resent", (lua_Integer)st.resent);
+  set_int(L, "dropped", (lua_Integer)st.dropped);
+  set_int(L, "refused", (lua_Integer)st.refused);
+  set_int(L, "qos0_dropped", (lua_Integer)st.qos0_dropped);
+  set_int(L, "qos0_sent_late", (lua_Integer)st.qos0_sent_late);
+  set_int(L, "strikes", (lua_Integer)st.strikes);
+  set_int(L, "dead_lettered", (lua_Integer)st.dead_lettered);
+  set_int(L, "requeued", (lua_Integer)st.requeued);
+  set_int(L, "commits", (lua_Integer)st.commits);
+  set_int(L, "commit_failures", (lua_Integer)st.commit_failures);
+  return 1;
+}
+
+/* One message (pending or dead letter) as a table. */
+static void push_msg(lua_State *L, const mw_outbox_msg_t *m, bool dead) {
+  lua_createtable(L, 0, 10);
+  set_int(L, dead ? "id" : "handle", m->seq);
+  lua_pushstring(L, m->topic);
+  lua_setfield(L, -2, "topic");
+  lua_pushlstring(L, m->payload, m->len);
+  lua_setfield(L, -2, "payload");
+  set_int(L, "size", (lua_Integer)m->len);
+  set_int(L, "qos", m->qos);
+  lua_pushboolean(L, m->retain);
+  lua_setfield(L, -2, "retain");
+  set_int(L, "created_ms", m->created_ms);
+  set_int(L, "strikes", m->strikes);
+  set_str(L, "reason", m->reason);
+  if (dead) set_int(L, "dead_ms", m->dead_ms);
+}
+
+typedef struct {
+  lua_State *L;
+  int n;
+  bool dead;
+} list_ctx_t;
+
+static int list_row(void *ud, const mw_outbox_msg_t *m) {
+  list_ctx_t *c = ud;
+  if (!lua_checkstack(c->L, 4)) return 1;
+  push_msg(c->L, m, c->dead);
+  lua_rawseti(c->L, -2, ++c->n);
+  return 0;
+}
+
+/* mqtt.dead_letters([limit [, after_id]]) / mqtt.pending([limit [, after_handle]]) -> array */
+static int list_messages(lua_State *L, bool dead) {
+  lua_Integer limit = luaL_optinteger(L, 1, 100);
+  lua_Integer after = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, limit >= 0, 1, "limit must not be negative");
+  mw_rt_t *rt = lb_rt(L);
+  if (!rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  lua_newtable(L);
+  list_ctx_t c = {L, 0, dead};
+  int lim = limit > 1000000 ? 1000000 : (int)limit;
+  if (lim == 0) return 1;
+  mw_status_t st = dead ? mw_outbox_scan_dead(rt->outbox, after, lim, list_row, &c)
+                        : mw_outbox_scan_pending(rt->outbox, after, lim, list_row, &c);
+  if (st != MW_OK) return lb_fail_status(L, st, "cannot read the outbox");
+  return 1;
+}
+
+static int lmqtt_dead_letters(lua_State *L) { return list_messages(L, true); }
+static int lmqtt_pending(lua_State *L) { return list_messages(L, false); }
+
+/* mqtt.requeue(id) -> new handle | nil, message, code */
+static int lmqtt_requeue(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  mw_rt_t *rt = lb_rt(L);
+  if (!rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  int64_t seq = 0;
+  mw_status_t st = mw_outbox_requeue(rt->outbox, id, &seq);
+  if (st == MW_ERR_NOT_FOUND) return lb_fail_status(L, st, "no dead letter with that id");
+  if (st != MW_OK) return lb_fail_status(L, st, "cannot requeue the dead letter");
+  lua_pushinteger(L, (lua_Integer)seq);
+  return 1;
+}
+
+/* mqtt.drop(id) -> true | nil, message, code */
+static int lmqtt_drop(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  mw_rt_t *rt = lb_rt(L);
+  if (!rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  mw_status_t st = mw_outbox_drop(rt->outbox, id);
+  if (st == MW_ERR_NOT_FOUND) return lb_fail_status(L, st, "no dead letter with that id");
+  if (st != MW_OK) return lb_fail_status(L, st, "cannot drop the dead letter");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -251,11 +388,6 @@ static int lmqtt_connected(lua_State *L) {
   mw_rt_t *rt = lb_rt(L);
   lua_pushboolean(L, rt->mqtt && mw_mqtt_connected(rt->mqtt));
   return 1;
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
 }
 
 /* mqtt.stats() -> {messages_in, messages_out, ..., handler_errors} */
@@ -274,6 +406,20 @@ static int lmqtt_stats(lua_State *L) {
   set_int(L, "inflight", st.inflight);
   set_int(L, "broker_subscriptions", st.subscriptions);
   set_int(L, "handler_errors", (lua_Integer)rt->handler_errors);
+  set_int(L, "connack_refused", (lua_Integer)st.connack_refused);
+  set_int(L, "tls_failures", (lua_Integer)st.tls_failures);
+  set_int(L, "broker_closed", (lua_Integer)st.broker_closed);
+  set_int(L, "keepalive_timeouts", (lua_Integer)st.keepalive_timeouts);
+  set_int(L, "puback_errors", (lua_Integer)st.puback_errors);
+  if (st.last_connack >= 0) set_int(L, "last_connack", st.last_connack);
+  if (st.last_disconnect_reason >= 0) set_int(L, "last_disconnect_reason", st.last_disconnect_reason);
+  if (rt->outbox) {
+    mw_outbox_stats_t ob;
+    mw_outbox_get_stats(rt->outbox, &ob);
+    set_int(L, "outbox_pending", ob.pending);
+    set_int(L, "poison_strikes", (lua_Integer)ob.strikes);
+    set_int(L, "dead_letters", ob.dead);
+  }
   return 1;
 }
 
@@ -333,7 +479,9 @@ static void dispatch_message(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
   lua_settop(L, base);
 }
 
-static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_event_t *ev) {
+/* ev for connection events, msg for "dead_letter". */
+static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_event_t *ev,
+                               const mw_outbox_msg_t *msg) {
   lua_State *L = rt->L;
   int base = lua_gettop(L);
   int n = 0;
@@ -346,7 +494,9 @@ static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_e
     lb_listener_t *l = lua_touserdata(L, base + i);
     if (!l->active) continue;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
-    if (which == EV_CONNECT) {
+    if (which == EV_DEAD_LETTER) {
+      push_msg(L, msg, true);
+    } else if (which == EV_CONNECT) {
       lua_createtable(L, 0, 1);
       lua_pushboolean(L, ev->session_present);
       lua_setfield(L, -2, "session_present");
@@ -358,19 +508,37 @@ static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_e
   lua_settop(L, base);
 }
 
-static void dispatch_puback(mw_rt_t *rt, int mid) {
+/* Runs the on_ack of a handle once, or just forgets it (dead letter, dropped). */
+static void dispatch_ack(mw_rt_t *rt, int64_t handle, bool call) {
   lua_State *L = rt->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->acks_ref);
-  if (lua_rawgeti(L, -1, mid) != LUA_TFUNCTION) {
+  if (lua_rawgeti(L, -1, (lua_Integer)handle) != LUA_TFUNCTION) {
     lua_pop(L, 2);
     return;
   }
-  /* Clear before calling, so the callback may publish again and reuse the slot. */
+  /* Clear before calling, so the callback may publish again. */
   lua_pushnil(L);
-  lua_rawseti(L, -3, mid);
-  lua_pushinteger(L, mid);
+  lua_rawseti(L, -3, (lua_Integer)handle);
+  if (!call) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pushinteger(L, (lua_Integer)handle);
   lb_pcall(L, 1, 0, "on_ack callback", NULL);
   lua_pop(L, 1);
+}
+
+void lb_mqtt_outbox_event(mw_rt_t *rt, const mw_outbox_event_t *ev) {
+  if (!rt->L) return;
+  switch (ev->type) {
+  case MW_OUTBOX_EV_ACKED: dispatch_ack(rt, ev->seq, true); break;
+  case MW_OUTBOX_EV_DROPPED: dispatch_ack(rt, ev->seq, false); break;
+  case MW_OUTBOX_EV_DEAD_LETTER: {
+    dispatch_ack(rt, ev->seq, false);
+    dispatch_listeners(rt, EV_DEAD_LETTER, NULL, ev->msg);
+    break;
+  }
+  }
 }
 
 static void dispatch_suback(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
@@ -386,17 +554,13 @@ static void dispatch_suback(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
   switch (ev->type) {
   case MW_MQTT_EV_MESSAGE: dispatch_message(rt, ev); break;
-  case MW_MQTT_EV_PUBACK: dispatch_puback(rt, ev->mid); break;
+  case MW_MQTT_EV_PUBACK: break; /* acknowledged handles arrive through the outbox */
   case MW_MQTT_EV_SUBACK: dispatch_suback(rt, ev); break;
-  case MW_MQTT_EV_CONNECT: dispatch_listeners(rt, EV_CONNECT, ev); break;
-  case MW_MQTT_EV_DISCONNECT: dispatch_listeners(rt, EV_DISCONNECT, ev); break;
-  case MW_MQTT_EV_CONNECT_FAILED: dispatch_listeners(rt, EV_CONNECT_FAILED, ev); break;
-  case MW_MQTT_EV_INFLIGHT_LOST:
-    /* Those PUBACKs will never come; drop their callbacks with the table. */
-    lb_unref(rt->L, &rt->acks_ref);
-    lua_newtable(rt->L);
-    rt->acks_ref = lb_ref(rt->L);
-    break;
+  case MW_MQTT_EV_CONNECT: dispatch_listeners(rt, EV_CONNECT, ev, NULL); break;
+  case MW_MQTT_EV_DISCONNECT: dispatch_listeners(rt, EV_DISCONNECT, ev, NULL); break;
+  case MW_MQTT_EV_CONNECT_FAILED: dispatch_listeners(rt, EV_CONNECT_FAILED, ev, NULL); break;
+  case MW_MQTT_EV_INFLIGHT_LOST: /* the outbox sends those again; their on_ack stays */
+  case MW_MQTT_EV_PRECONNECT:
   case MW_MQTT_EV_STOPPED: break;
   }
 }
@@ -414,9 +578,18 @@ int luaopen_moonwire_mqtt(lua_State *L) {
       {"__gc", lsub_gc}, {"__close", lsub_gc}, {"__tostring", lsub_tostring}, {NULL, NULL}};
   static const luaL_Reg lis_meth[] = {{"remove", llistener_remove}, {NULL, NULL}};
   static const luaL_Reg lis_meta[] = {{"__gc", llistener_gc}, {"__close", llistener_gc}, {NULL, NULL}};
-  static const luaL_Reg fns[] = {{"subscribe", lmqtt_subscribe}, {"publish", lmqtt_publish},
-                                 {"on", lmqtt_on},               {"connected", lmqtt_connected},
-                                 {"stats", lmqtt_stats},         {"subscriptions", lmqtt_subscriptions},
+  static const luaL_Reg fns[] = {{"subscribe", lmqtt_subscribe},
+                                 {"publish", lmqtt_publish},
+                                 {"on", lmqtt_on},
+                                 {"connected", lmqtt_connected},
+                                 {"stats", lmqtt_stats},
+                                 {"subscriptions", lmqtt_subscriptions},
+                                 /* the outbox (issue 7) */
+                                 {"outbox", lmqtt_outbox},
+                                 {"dead_letters", lmqtt_dead_letters},
+                                 {"pending", lmqtt_pending},
+                                 {"requeue", lmqtt_requeue},
+                                 {"drop", lmqtt_drop},
                                  {NULL, NULL}};
   mw_rt_t *rt = lb_rt(L);
   if (rt->acks_ref == LUA_NOREF || rt->acks_ref == 0) {

@@ -14,6 +14,7 @@ static const mw_command_t commands[] = {
     {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
      mw_usage_shadow_service},
     {"se", mw_cmd_se, "the OPTIGA Trust M secure element: info, random, keygen, pubkey", mw_usage_se},
+    {"outbox", mw_cmd_outbox, "the durable outbox: list, show, retry or drop dead letters", mw_usage_outbox},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

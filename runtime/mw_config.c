@@ -15,6 +15,13 @@ void mw_config_defaults(mw_config_t *c) {
   c->limits.max_payload = 128 * 1024; /* AWS IoT: 128 KB payloads */
   c->limits.lua_memory = 32u << 20;
   c->se.address = 0x30;
+  c->broker.protocol = 4;
+  c->outbox.sync = 2;                 /* FULL: a car's normal way to stop is losing power */
+  c->outbox.max_messages = 100000;
+  c->outbox.max_bytes = 64LL << 20;
+  c->outbox.qos0_max = 1000;
+  c->outbox.poison_budget = 3;
+  c->outbox.poison_window_ms = 5000;
 }
 
 void mw_config_free(mw_config_t *c) {
@@ -31,6 +38,7 @@ void mw_config_free(mw_config_t *c) {
   free(c->se.device);
   free(c->se.sim);
   free(c->log_level);
+  free(c->outbox.path);
   memset(c, 0, sizeof *c);
 }
 

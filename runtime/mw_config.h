@@ -19,6 +19,7 @@ typedef struct {
     char *alpn;
     int keepalive;
     bool clean_session;
+    int protocol;      /* 4 = MQTT 3.1.1, 5 = MQTT 5 */
   } broker;
   struct {
     char *ca, *cert, *key;
@@ -44,6 +45,16 @@ typedef struct {
     char *sim;    /* simulator state file instead of a device */
   } se;
   char *log_level;
+  struct {
+    char *path;            /* NULL: the default location (see mw_outbox_default_path) */
+    int sync;              /* mw_outbox_sync_t: 0 off, 1 normal, 2 full */
+    long long max_messages, max_bytes;
+    int when_full;         /* mw_outbox_when_full_t: 0 refuse, 1 drop_oldest */
+    bool qos0_queue;       /* QoS 0 while offline: queue in memory instead of dropping */
+    int qos0_max;
+    int poison_budget;
+    int poison_window_ms;
+  } outbox;
 } mw_config_t;
 
 void mw_config_defaults(mw_config_t *c);

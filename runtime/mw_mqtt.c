@@ -13,6 +13,7 @@
 
 #include "mw_backoff.h"
 #include "mw_log.h"
+#include "mw_reason.h"
 
 #define COMP "mqtt"
 #define DEFAULT_CONNECT_TIMEOUT_MS 20000
@@ -24,6 +25,7 @@ typedef enum { ST_IDLE, ST_CONNECTING, ST_CONNECTED, ST_WAIT_RETRY, ST_STOPPING,
 typedef struct qev {
   struct qev *next;
   mw_mqtt_event_t ev;
+  int sys_errno; /* DISCONNECT: errno when libmosquitto reported it */
   int granted[8];
   /* MESSAGE: topic and payload follow in the same allocation */
 } qev_t;
@@ -53,6 +55,9 @@ struct mw_mqtt {
   bool freeing;
 
   conn_state_t state;
+  bool used;            /* the libmosquitto client has made an attempt: reset it before the next */
+  bool preconnect;      /* inside the PRECONNECT event: mw_mqtt_resend is accepted */
+  uint64_t last_inbound_ms; /* loop time of the last bytes from the broker */
   mw_backoff_t backoff;
   bool connack_refused; /* a refused CONNACK was reported; swallow the disconnect that follows */
   int connect_errno;    /* errno libmosquitto left during the connection attempt */
@@ -73,7 +78,8 @@ static void drain(mw_mqtt_t *m);
 static void schedule_retry(mw_mqtt_t *m);
 static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason);
 static void connect_failed(mw_mqtt_t *m, int rc, const char *reason);
-static const char *explain(mw_mqtt_t *m, int rc, char *buf, size_t len);
+static const char *explain(mw_mqtt_t *m, int rc, int e, char *buf, size_t len);
+static void reset_client(mw_mqtt_t *m);
 
 /* ---------------------------------------------------------------- queue */
 
@@ -118,8 +124,9 @@ static int message_dup(const struct mosquitto_message *msg) {
 
 /* ---------------------------------------------------- libmosquitto callbacks (copy only) */
 
-static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags) {
+static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props) {
   (void)mosq;
+  (void)props;
   mw_mqtt_t *m = obj;
   qev_t *q = new_event(MW_MQTT_EV_CONNECT, 0);
   if (!q) return;
@@ -128,17 +135,21 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags) {
   enqueue(m, q);
 }
 
-static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc) {
+static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props) {
   (void)mosq;
+  (void)props;
   mw_mqtt_t *m = obj;
+  int e = errno;
   qev_t *q = new_event(MW_MQTT_EV_DISCONNECT, 0);
   if (!q) return;
   q->ev.rc = rc;
+  q->sys_errno = e;
   enqueue(m, q);
 }
 
-static void cb_publish(struct mosquitto *mosq, void *obj, int mid) {
+static void cb_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props) {
   (void)mosq;
+  (void)props;
   mw_mqtt_t *m = obj;
   unsigned idx = (unsigned)mid & 0xFFFF;
   if (!(m->qos1_mids[idx / 8] & (1u << (idx % 8)))) return; /* QoS 0: nothing to report */
@@ -147,6 +158,8 @@ static void cb_publish(struct mosquitto *mosq, void *obj, int mid) {
   qev_t *q = new_event(MW_MQTT_EV_PUBACK, 0);
   if (!q) return;
   q->ev.mid = mid;
+  q->ev.rc = reason;
+  if (mw_reason_is_error(reason)) m->stats.puback_errors++;
   enqueue(m, q);
 }
 
@@ -266,10 +279,11 @@ static void connecting_io(mw_mqtt_t *m, int status) {
   int rc = mosquitto_loop_read(m->mosq, 1); /* drives the handshake, then reads CONNACK */
   if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0) rc = mosquitto_loop_write(m->mosq, 1);
   m->connect_errno = errno;
+  m->last_inbound_ms = uv_now(m->loop);
   if (rc != MOSQ_ERR_SUCCESS && m->state == ST_CONNECTING && !disconnect_queued(m)) {
     char buf[512], reason[600];
     snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port,
-             explain(m, rc, buf, sizeof buf));
+             explain(m, rc, m->connect_errno, buf, sizeof buf));
     if (mosquitto_socket(m->mosq) >= 0) {
       abort_attempt(m, rc, reason);
     } else {
@@ -292,7 +306,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   /* On a poll error let libmosquitto find out what is wrong with the socket. */
   if (status < 0) events = UV_READABLE | UV_WRITABLE;
   /* loop_read also drains packets TLS has already decrypted, which epoll cannot see. */
-  if (events & UV_READABLE) mosquitto_loop_read(m->mosq, 1);
+  if (events & UV_READABLE) {
+    m->last_inbound_ms = uv_now(m->loop);
+    mosquitto_loop_read(m->mosq, 1);
+  }
   if ((events & UV_WRITABLE) && mosquitto_socket(m->mosq) >= 0) mosquitto_loop_write(m->mosq, 1);
   drain(m);
   sync_poll(m);
@@ -326,8 +343,18 @@ static void sync_poll(mw_mqtt_t *m) {
   }
 }
 
+static void drop_dead_link(mw_mqtt_t *m);
+
 static void on_misc(uv_timer_t *t) {
   mw_mqtt_t *m = t->data;
+  /* AWS IoT gives up on a client after 1.5 x keepalive of silence; we hold the broker to the
+     same rule (libmosquitto alone would wait up to 2 x keepalive). While we publish, silence
+     also means no PUBACKs: the link is dead even if TCP has not noticed. */
+  if (m->state == ST_CONNECTED && m->cfg.keepalive > 0 &&
+      uv_now(m->loop) - m->last_inbound_ms > (uint64_t)m->cfg.keepalive * 1500) {
+    drop_dead_link(m);
+    return;
+  }
   if (m->state == ST_CONNECTED || m->state == ST_STOPPING) {
     mosquitto_loop_misc(m->mosq);
     drain(m);
@@ -349,12 +376,27 @@ static void emit_simple(mw_mqtt_t *m, mw_mqtt_event_type_t type, int rc, const c
   emit(m, &ev);
 }
 
-static const char *explain(mw_mqtt_t *m, int rc, char *buf, size_t len) {
+/* Whether a lost connection was closed or reset from the other end (broker or path), as
+   opposed to silence or a local problem. libmosquitto reports a TLS connection reset as
+   errno EPROTO. */
+static bool closed_from_outside(int rc, int e) {
+  if (rc == MOSQ_ERR_CONN_LOST) return true;
+  if (rc == MOSQ_ERR_ERRNO) return e == ECONNRESET || e == EPIPE || e == EPROTO || e == ECONNABORTED;
+  return rc >= 0x80; /* MQTT 5 DISCONNECT sent by the broker, with its reason code */
+}
+
+static const char *explain(mw_mqtt_t *m, int rc, int e, char *buf, size_t len) {
   char tls[400];
   if (mw_tls_explain(m->cfg.tls, tls, sizeof tls)) {
     snprintf(buf, len, "%s", tls);
+  } else if (rc >= 0x80) {
+    const char *name = mw_reason_name(rc);
+    snprintf(buf, len, "the broker disconnected us with reason %s (0x%02X): %s", name ? name : "?", rc,
+             mw_reason_explain(rc));
+  } else if (rc == MOSQ_ERR_ERRNO && (e == ECONNRESET || e == EPROTO || e == EPIPE)) {
+    snprintf(buf, len, "the broker closed the connection abruptly (%s)", strerror(e));
   } else if (rc == MOSQ_ERR_ERRNO) {
-    snprintf(buf, len, "%s", strerror(errno));
+    snprintf(buf, len, "%s", strerror(e));
   } else if (rc == MOSQ_ERR_KEEPALIVE) {
     snprintf(buf, len, "no answer from the broker within the keepalive time (%d s)", m->cfg.keepalive);
   } else if (rc == MOSQ_ERR_CONN_LOST) {
@@ -366,7 +408,9 @@ static const char *explain(mw_mqtt_t *m, int rc, char *buf, size_t len) {
 }
 
 static void connect_failed(mw_mqtt_t *m, int rc, const char *reason) {
+  char tls[32];
   m->stats.connect_failures++;
+  if (mw_tls_explain(m->cfg.tls, tls, sizeof tls)) m->stats.tls_failures++;
   snprintf(m->last_reason, sizeof m->last_reason, "%s", reason);
   m->state = ST_WAIT_RETRY;
   emit_simple(m, MW_MQTT_EV_CONNECT_FAILED, rc, reason);
@@ -383,14 +427,22 @@ static void on_connect_timeout(uv_timer_t *t) {
 }
 
 static void do_connect(mw_mqtt_t *m) {
+  /* Each attempt starts from a fresh client, so retransmission stays the owner's decision. */
+  if (m->used) reset_client(m);
+  m->used = true;
   m->state = ST_CONNECTING;
   m->connack_refused = false;
+  m->preconnect = true;
+  emit_simple(m, MW_MQTT_EV_PRECONNECT, 0, NULL);
+  m->preconnect = false;
+  if (m->state != ST_CONNECTING) return; /* stopped from the event */
   mw_tls_reset_diag(m->cfg.tls);
   errno = 0;
   int rc = mosquitto_connect_async(m->mosq, m->host, m->cfg.port, m->cfg.keepalive);
   if (rc != MOSQ_ERR_SUCCESS) {
     char buf[512], reason[600];
-    snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port, explain(m, rc, buf, sizeof buf));
+    snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port,
+             explain(m, rc, errno, buf, sizeof buf));
     sync_poll(m);
     connect_failed(m, rc, reason);
     return;
@@ -422,15 +474,24 @@ static void send_subscribe(mw_mqtt_t *m, sub_t *s, int *mid) {
 
 static void handle_connect(mw_mqtt_t *m, qev_t *q) {
   uv_timer_stop(&m->retry_timer);
+  m->stats.last_connack = q->ev.rc;
   if (q->ev.rc != 0) {
-    char reason[256];
-    snprintf(reason, sizeof reason, "the broker refused the connection: %s (CONNACK %d)",
-             mosquitto_connack_string(q->ev.rc), q->ev.rc);
+    char reason[600];
+    if (m->cfg.protocol == 5) {
+      const char *name = mw_reason_name(q->ev.rc);
+      snprintf(reason, sizeof reason, "the broker refused the connection: %s (CONNACK reason 0x%02X): %s",
+               name ? name : "unknown reason", q->ev.rc, mw_reason_explain(q->ev.rc));
+    } else {
+      snprintf(reason, sizeof reason, "the broker refused the connection: %s (CONNACK %d): %s",
+               mosquitto_connack_string(q->ev.rc), q->ev.rc, mw_reason_connack3(q->ev.rc));
+    }
     m->connack_refused = true;
+    m->stats.connack_refused++;
     connect_failed(m, q->ev.rc, reason);
     return;
   }
   m->state = ST_CONNECTED;
+  m->last_inbound_ms = uv_now(m->loop);
   m->stats.connects++;
   mw_backoff_reset(&m->backoff);
   m->last_reason[0] = '\0';
@@ -442,18 +503,28 @@ static void handle_connect(mw_mqtt_t *m, qev_t *q) {
 static void handle_disconnect(mw_mqtt_t *m, qev_t *q) {
   char buf[512], reason[600];
   switch (m->state) {
-  case ST_CONNECTED:
+  case ST_CONNECTED: {
     m->stats.disconnects++;
-    snprintf(reason, sizeof reason, "connection lost: %s", explain(m, q->ev.rc, buf, sizeof buf));
+    bool outside = closed_from_outside(q->ev.rc, q->sys_errno);
+    if (outside) m->stats.broker_closed++;
+    if (q->ev.rc == MOSQ_ERR_KEEPALIVE) m->stats.keepalive_timeouts++;
+    if (q->ev.rc >= 0x80) m->stats.last_disconnect_reason = q->ev.rc;
+    snprintf(reason, sizeof reason, "connection lost: %s", explain(m, q->ev.rc, q->sys_errno, buf, sizeof buf));
     snprintf(m->last_reason, sizeof m->last_reason, "%s", reason);
     m->state = ST_WAIT_RETRY;
-    emit_simple(m, MW_MQTT_EV_DISCONNECT, q->ev.rc, reason);
-    schedule_retry(m);
+    mw_mqtt_event_t ev = {0};
+    ev.type = MW_MQTT_EV_DISCONNECT;
+    ev.rc = q->ev.rc;
+    ev.reason = reason;
+    ev.closed_by_broker = outside;
+    emit(m, &ev);
+    if (m->state == ST_WAIT_RETRY) schedule_retry(m);
     break;
+  }
   case ST_CONNECTING:
     uv_timer_stop(&m->retry_timer);
     snprintf(reason, sizeof reason, "cannot connect to %s:%d: %s", m->host, m->cfg.port,
-             explain(m, q->ev.rc, buf, sizeof buf));
+             explain(m, q->ev.rc, q->sys_errno, buf, sizeof buf));
     connect_failed(m, q->ev.rc, reason);
     break;
   case ST_STOPPING:
@@ -488,7 +559,7 @@ static void drain(mw_mqtt_t *m) {
 
 /* Options and callbacks of the libmosquitto object; applied again after a reset. */
 static mw_status_t client_setup(mw_mqtt_t *m, char *err, size_t errlen) {
-  mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, m->cfg.protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
   mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
   mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
   mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, mw_tls_ctx_ssl(m->cfg.tls));
@@ -502,9 +573,10 @@ static mw_status_t client_setup(mw_mqtt_t *m, char *err, size_t errlen) {
       return MW_ERR_INVALID;
     }
   }
-  mosquitto_connect_with_flags_callback_set(m->mosq, cb_connect);
-  mosquitto_disconnect_callback_set(m->mosq, cb_disconnect);
-  mosquitto_publish_callback_set(m->mosq, cb_publish);
+  /* The _v5 callbacks also serve MQTT 3.1.1 (reason codes are then 0 or CONNACK codes). */
+  mosquitto_connect_v5_callback_set(m->mosq, cb_connect);
+  mosquitto_disconnect_v5_callback_set(m->mosq, cb_disconnect);
+  mosquitto_publish_v5_callback_set(m->mosq, cb_publish);
   mosquitto_message_callback_set(m->mosq, cb_message);
   mosquitto_subscribe_callback_set(m->mosq, cb_subscribe);
   return MW_OK;
@@ -516,21 +588,45 @@ static mw_status_t client_setup(mw_mqtt_t *m, char *err, size_t errlen) {
 ** socket) and set up again. QoS 1 messages still unacknowledged from an earlier session
 ** are dropped with it; they are counted in the stats as lost.
 */
-static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason) {
+static void reset_client(mw_mqtt_t *m) {
   char err[128];
   close_poll(m);
-  uv_timer_stop(&m->retry_timer);
   int lost = m->stats.inflight;
-  if (lost) {
-    MW_LOGW(COMP, "%d QoS 1 message(s) from the previous session were not acknowledged", lost);
-    m->stats.inflight = 0;
-    memset(m->qos1_mids, 0, sizeof m->qos1_mids);
-  }
+  m->stats.inflight = 0;
+  memset(m->qos1_mids, 0, sizeof m->qos1_mids);
   mosquitto_reinitialise(m->mosq, m->client_id, m->cfg.clean_session, m);
   if (client_setup(m, err, sizeof err) != MW_OK) MW_LOGE(COMP, "%s", err);
+  m->used = false;
   /* The fresh client numbers messages from 1 again: whatever waits for a PUBACK must let go. */
   if (lost) emit_simple(m, MW_MQTT_EV_INFLIGHT_LOST, lost, NULL);
+}
+
+static void abort_attempt(mw_mqtt_t *m, int rc, const char *reason) {
+  uv_timer_stop(&m->retry_timer);
+  reset_client(m);
   if (m->state == ST_CONNECTING) connect_failed(m, rc, reason);
+}
+
+/* Nothing heard from the broker for 1.5 x keepalive: the network is gone even if TCP has not
+   noticed (a tunnel, a dead NAT entry). Close our end and reconnect. */
+static void drop_dead_link(mw_mqtt_t *m) {
+  char reason[300];
+  snprintf(reason, sizeof reason,
+           "connection lost: nothing received from the broker for %d s (1.5 x keepalive): the network is probably "
+           "down",
+           m->cfg.keepalive * 3 / 2);
+  m->stats.disconnects++;
+  m->stats.keepalive_timeouts++;
+  snprintf(m->last_reason, sizeof m->last_reason, "%s", reason);
+  reset_client(m);
+  m->state = ST_WAIT_RETRY;
+  drain(m); /* events libmosquitto queued before we gave up belong to the dead connection */
+  mw_mqtt_event_t ev = {0};
+  ev.type = MW_MQTT_EV_DISCONNECT;
+  ev.rc = MOSQ_ERR_KEEPALIVE;
+  ev.reason = reason;
+  emit(m, &ev);
+  if (m->state == ST_WAIT_RETRY) schedule_retry(m);
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -566,6 +662,9 @@ mw_status_t mw_mqtt_new(uv_loop_t *loop, const mw_mqtt_config_t *cfg, mw_mqtt_ev
   if (!m->cfg.max_inflight) m->cfg.max_inflight = 100;
   if (!m->cfg.max_payload) m->cfg.max_payload = 128 * 1024;
   if (!m->cfg.keepalive) m->cfg.keepalive = 60;
+  if (m->cfg.protocol != 5) m->cfg.protocol = 4;
+  m->stats.last_connack = -1;
+  m->stats.last_disconnect_reason = -1;
   mw_backoff_init(&m->backoff, cfg->backoff_base_ms, cfg->backoff_cap_ms, cfg->backoff_floor_ms);
 
   m->mosq = mosquitto_new(m->client_id, cfg->clean_session, m);
@@ -654,6 +753,37 @@ void mw_mqtt_free(mw_mqtt_t *m) {
 }
 
 bool mw_mqtt_connected(const mw_mqtt_t *m) { return m->state == ST_CONNECTED; }
+
+int mw_mqtt_max_inflight(const mw_mqtt_t *m) { return m->cfg.max_inflight; }
+
+int mw_mqtt_protocol(const mw_mqtt_t *m) { return m->cfg.protocol; }
+
+mw_status_t mw_mqtt_resend(mw_mqtt_t *m, const char *topic, const void *payload, size_t len, bool retain, int *mid,
+                           char *err, size_t errlen) {
+  if (!m->preconnect) {
+    snprintf(err, errlen, "a resend is only accepted right before a connection attempt");
+    return MW_ERR_STATE;
+  }
+  if (len > m->cfg.max_payload) {
+    snprintf(err, errlen, "payload is %zu bytes, over the %zu-byte limit", len, m->cfg.max_payload);
+    return MW_ERR_TOO_LARGE;
+  }
+  int id = 0;
+  /* Offline, libmosquitto keeps the message and answers "no connection"; its CONNACK
+     handler then sends every kept QoS 1 message with DUP set (message__retry_check). */
+  int rc = mosquitto_publish(m->mosq, &id, topic, (int)len, payload, 1, retain);
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+    snprintf(err, errlen, "resend failed: %s", mosquitto_strerror(rc));
+    return MW_ERR_IO;
+  }
+  unsigned idx = (unsigned)id & 0xFFFF;
+  m->qos1_mids[idx / 8] |= (uint8_t)(1u << (idx % 8));
+  m->stats.inflight++;
+  m->stats.msgs_out++;
+  m->stats.bytes_out += len;
+  if (mid) *mid = id;
+  return MW_OK;
+}
 
 mw_status_t mw_mqtt_publish(mw_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos,
                             bool retain, int *mid, char *err, size_t errlen) {

@@ -10,6 +10,13 @@
 ** The module owns reconnection (exponential backoff with full jitter, also after a
 ** refused CONNACK) and the set of subscriptions, which it restores after every
 ** reconnect.
+**
+** Every connection attempt starts from a fresh libmosquitto client: nothing libmosquitto
+** queued on an earlier connection survives into the next one. Whoever wants messages
+** sent again (the outbox) hands them over during the PRECONNECT event with
+** mw_mqtt_resend(), and libmosquitto then sends them with the DUP flag right after
+** CONNACK. A connection on which nothing has been received for 1.5 x keepalive (the
+** rule AWS IoT applies on its side) is declared dead and dropped.
 */
 #ifndef MW_MQTT_H
 #define MW_MQTT_H
@@ -34,13 +41,15 @@ typedef enum {
   MW_MQTT_EV_STOPPED,     /* mw_mqtt_stop finished: DISCONNECT sent and socket closed */
   MW_MQTT_EV_INFLIGHT_LOST, /* unacknowledged QoS 1 publishes were dropped: no PUBACK will come for
                                them, and their mids will be reused */
+  MW_MQTT_EV_PRECONNECT,  /* emitted synchronously right before each connection attempt, on a fresh
+                             client: the only time mw_mqtt_resend() is accepted */
 } mw_mqtt_event_type_t;
 
 typedef struct {
   mw_mqtt_event_type_t type;
   int rc;              /* CONNACK code, or libmosquitto error for failures */
   bool session_present;
-  int mid;
+  int mid;             /* PUBACK: rc is 0, or the MQTT 5 reason code (>= 0x80) of a refused message */
   const char *topic;   /* MESSAGE; borrowed for the duration of the event */
   const void *payload;
   size_t payloadlen;
@@ -50,6 +59,8 @@ typedef struct {
   const int *granted;  /* SUBACK */
   int granted_count;
   const char *reason;  /* CONNECT_FAILED / DISCONNECT: plain-words explanation */
+  bool closed_by_broker; /* DISCONNECT: the broker (or something on the path) closed or reset the
+                            connection, as opposed to silence (keepalive) or our own request */
 } mw_mqtt_event_t;
 
 typedef void (*mw_mqtt_event_fn)(void *ud, const mw_mqtt_event_t *ev);
@@ -71,6 +82,7 @@ typedef struct {
   uint32_t backoff_floor_ms;   /* >= 5000 when the TLS key is in a secure element */
   int max_inflight;            /* bound on unacknowledged QoS 1 publishes; 0 = 100 (AWS IoT's limit) */
   size_t max_payload;          /* 0 = 128 KiB (AWS IoT's limit) */
+  int protocol;                /* 4 = MQTT 3.1.1 (0 means this), 5 = MQTT 5 */
 } mw_mqtt_config_t;
 
 mw_status_t mw_mqtt_new(uv_loop_t *loop, const mw_mqtt_config_t *cfg, mw_mqtt_event_fn fn, void *ud,
@@ -83,6 +95,9 @@ void mw_mqtt_stop(mw_mqtt_t *m);
 void mw_mqtt_free(mw_mqtt_t *m);
 
 bool mw_mqtt_connected(const mw_mqtt_t *m);
+/* The in-flight bound (max_inflight) and the MQTT protocol version (4 or 5) in effect. */
+int mw_mqtt_max_inflight(const mw_mqtt_t *m);
+int mw_mqtt_protocol(const mw_mqtt_t *m);
 
 /*
 ** Publishes; the topic must already be checked. QoS 2 is refused (AWS IoT has none).
@@ -90,6 +105,14 @@ bool mw_mqtt_connected(const mw_mqtt_t *m);
 */
 mw_status_t mw_mqtt_publish(mw_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos,
                             bool retain, int *mid, char *err, size_t errlen);
+
+/*
+** During MW_MQTT_EV_PRECONNECT only: queues a QoS 1 message that may already have reached
+** the broker on an earlier connection. libmosquitto sends it with DUP set right after
+** CONNACK, before anything published afterwards. *mid identifies its PUBACK.
+*/
+mw_status_t mw_mqtt_resend(mw_mqtt_t *m, const char *topic, const void *payload, size_t len, bool retain, int *mid,
+                           char *err, size_t errlen);
 
 /*
 ** Adds a reference to a filter in the subscription set. The first reference sends
@@ -104,6 +127,14 @@ typedef struct {
   uint64_t msgs_in, msgs_out, bytes_in, bytes_out, connects, connect_failures, disconnects;
   int inflight;
   int subscriptions;
+  /* diagnostics: why connections failed or ended */
+  uint64_t connack_refused;    /* CONNACK with a refusal code */
+  uint64_t tls_failures;       /* attempts that failed in the TLS handshake (certificates, alerts) */
+  uint64_t broker_closed;      /* established connections the broker closed or reset */
+  uint64_t keepalive_timeouts; /* established connections dropped for silence (1.5 x keepalive) */
+  uint64_t puback_errors;      /* MQTT 5 PUBACKs with an error reason code */
+  int last_connack;            /* last CONNACK code or reason code, -1 before the first */
+  int last_disconnect_reason;  /* MQTT 5 DISCONNECT reason code from the broker, -1 if none */
 } mw_mqtt_stats_t;
 void mw_mqtt_get_stats(const mw_mqtt_t *m, mw_mqtt_stats_t *st);
 

@@ -17,6 +17,7 @@ static const struct { const char *name, *str; } table[MW_STATUS_COUNT] = {
   [MW_ERR_DEVICE] = {"EDEVICE", "secure element error"},
   [MW_ERR_CONFLICT] = {"ECONFLICT", "conflict"},
   [MW_ERR_STATE] = {"ESTATE", "invalid state"},
+  [MW_ERR_NOSPACE] = {"ENOSPC", "no space left on the storage"},
 };
 
 const char *mw_status_name(mw_status_t st) {

@@ -23,6 +23,7 @@ typedef enum {
   MW_ERR_DEVICE,       /* secure element reported an error */
   MW_ERR_CONFLICT,
   MW_ERR_STATE,        /* operation not valid in the current state */
+  MW_ERR_NOSPACE,      /* storage full (disk, database) */
   MW_STATUS_COUNT
 } mw_status_t;
 

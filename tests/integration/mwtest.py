@@ -84,6 +84,11 @@ def _temp_dir(prefix):
     return d
 
 
+# Durable outboxes of runtimes started outside Moonwire (run_moonwire, plain Popen) go to a
+# private folder of this test process, never to /var/lib/moonwire.
+os.environ.setdefault("MOONWIRE_STATE_DIR", _temp_dir("mw-state-"))
+
+
 def free_port(host=HOST):
     """A TCP port that is free on host right now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -767,6 +772,10 @@ class Moonwire:
         self.stderr_path = self.dir / "stderr.txt"
         self.args = [str(a) for a in args]
         self.env = dict(os.environ, **(env or {}))
+        # Each runtime keeps its durable outbox in its own folder unless told otherwise, so a
+        # test never inherits another test's unsent messages.
+        if not (env and "MOONWIRE_STATE_DIR" in env):
+            self.env["MOONWIRE_STATE_DIR"] = str(self.dir)
         self.proc = None
         if start:
             self.start()
