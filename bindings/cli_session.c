@@ -40,8 +40,6 @@ int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const
 
 static void on_mqtt_event(void *ud, const mw_mqtt_event_t *ev) {
   mw_session_t *s = ud;
-  /* The outbox first: it turns PUBACKs into handles and must see every connection change. */
-  mw_outbox_on_mqtt(s->rt.outbox, ev);
   switch (ev->type) {
   case MW_MQTT_EV_CONNECT:
     MW_LOGI("mqtt", "connected to %s:%d as %s%s", s->cfg.broker.host, s->cfg.broker.port, s->cfg.client_id,
@@ -52,9 +50,15 @@ static void on_mqtt_event(void *ud, const mw_mqtt_event_t *ev) {
     if (ev->rc) MW_LOGW("mqtt", "%s", ev->reason);
     else MW_LOGI("mqtt", "disconnected");
     break;
-  case MW_MQTT_EV_STOPPED: uv_stop(&s->loop); return;
+  case MW_MQTT_EV_STOPPED:
+    mw_outbox_on_mqtt(s->rt.outbox, ev);
+    uv_stop(&s->loop);
+    return;
   default: break;
   }
+  /* The outbox before the app: it turns PUBACKs into handles, and its verdicts on a lost
+     connection (strikes, dead letters) come before the app's "disconnect" listeners. */
+  mw_outbox_on_mqtt(s->rt.outbox, ev);
   if (s->on_event) s->on_event(s, ev);
 }
 

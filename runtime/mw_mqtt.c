@@ -387,7 +387,8 @@ static bool closed_from_outside(int rc, int e) {
 
 static const char *explain(mw_mqtt_t *m, int rc, int e, char *buf, size_t len) {
   char tls[400];
-  if (mw_tls_explain(m->cfg.tls, tls, sizeof tls)) {
+  /* close_notify is TLS's orderly goodbye: the broker closing, not a TLS problem. */
+  if (mw_tls_explain(m->cfg.tls, tls, sizeof tls) && !strstr(tls, "close notify")) {
     snprintf(buf, len, "%s", tls);
   } else if (rc >= 0x80) {
     const char *name = mw_reason_name(rc);

@@ -87,6 +87,15 @@ struct mw_outbox {
   unsigned conn_gen; /* changes whenever the connection does */
   bool flushing;
   bool rewound;     /* an MQTT 5 refusal: send again from rewind_to, skipping what is in flight */
+  /* A strike waiting for its verdict: the broker closed the connection right after this
+     message; if the broker then accepts a new connection at once, the close was the
+     message's doing (confirmed at CONNACK); if it cannot be reached, the broker itself
+     went away and the strike is taken back. */
+  struct {
+    int64_t seq;    /* 0: none */
+    int strikes;    /* its strike count including this one (already in the database) */
+    char what[400];
+  } suspect;
   int64_t rewind_to;
   uint64_t pause_until;
 
@@ -371,6 +380,9 @@ static int plan_row(void *ud, const mw_outbox_msg_t *m) {
   mw_outbox_t *ob = p->ob;
   if (p->resend && m->seq > ob->sent_mark) return 1;
   if (ob->rewound && in_flight(ob, m->seq)) return 0;
+  /* A suspect whose budget this strike would spend waits for the verdict at CONNACK:
+     sending it once more would only close the connection once more. */
+  if (p->resend && m->seq == ob->suspect.seq && ob->suspect.strikes >= ob->cfg.poison_budget) return 0;
   /* A message with strikes travels alone, so that a close can only be its fault. */
   if (m->strikes > 0 && (ob->nflight > 0 || ob->nplan > 0)) return 1;
   size_t tlen = strlen(m->topic);
@@ -568,25 +580,60 @@ static void on_disconnect(mw_outbox_t *ob, const mw_mqtt_event_t *ev) {
   uint64_t now = now_ms(ob);
   /* A message the broker closed the connection on (policy denial, oversize, forbidden topic)
      is the oldest one in flight: the broker handles a connection's packets in order and
-     acknowledges everything before it. Silence (keepalive) proves nothing. */
-  if (ev->rc != 0 && ev->closed_by_broker && ob->nflight > 0) {
+     acknowledges everything before it. Silence (keepalive) proves nothing. The strike is
+     written now (so the message travels alone next time) and judged at the next attempt. */
+  if (ev->rc != 0 && ev->closed_by_broker && ob->nflight > 0 && !ob->unstored) {
     flight_t head = ob->flight[0];
     uint64_t after = now - head.sent_ms;
-    if (after <= ob->cfg.poison_window_ms) {
-      row_info_t ri = {0};
-      mw_outbox_store_get(ob->st, head.seq, take_info, &ri);
-      char what[600];
-      snprintf(what, sizeof what,
-               "the broker closed the connection %llu ms after a publish to '%s' without acknowledging it: the "
-               "thing's policy probably denies publishing there, or the message breaks a broker limit (size, "
-               "topic)",
-               (unsigned long long)after, ri.topic ? ri.topic : "?");
-      free(ri.topic);
-      strike(ob, head.seq, what, false);
+    row_info_t ri = {0};
+    if (after <= ob->cfg.poison_window_ms) mw_outbox_store_get(ob->st, head.seq, take_info, &ri);
+    if (ri.found) {
+      ob->suspect.seq = head.seq;
+      ob->suspect.strikes = ri.strikes + 1;
+      snprintf(ob->suspect.what, sizeof ob->suspect.what,
+               "the broker closed the connection %llu ms after a publish to '%s' without acknowledging it, and "
+               "accepted the next connection at once: the thing's policy probably denies publishing there, or the "
+               "message breaks a broker limit (size, topic)",
+               (unsigned long long)after, ri.topic);
+      mw_outbox_store_strike(ob->st, head.seq, ob->suspect.strikes, ob->suspect.what);
+      MW_LOGD(COMP, "message %lld is suspected of the close (%d of %d)", (long long)head.seq, ob->suspect.strikes,
+              ob->cfg.poison_budget);
     }
+    free(ri.topic);
   }
   flight_clear(ob);
   mw_outbox_flush(ob); /* commit the strike now: the next attempt may be far away */
+}
+
+/* CONNACK after a suspicious close: the broker is fine, so the close was the message's doing. */
+static void confirm_suspect(mw_outbox_t *ob) {
+  if (!ob->suspect.seq) return;
+  int64_t seq = ob->suspect.seq;
+  ob->suspect.seq = 0;
+  row_info_t ri = {0};
+  mw_outbox_store_get(ob->st, seq, take_info, &ri);
+  if (!ri.found) return;
+  ob->stats.strikes++;
+  if (ri.strikes >= ob->cfg.poison_budget) {
+    MW_LOGE(COMP,
+            "message %lld to '%s' (%zu bytes) moved to the dead letters after %d attempt(s): %s. Delivery goes on "
+            "with the next message; see `moonwire outbox list`",
+            (long long)seq, ri.topic, ri.len, ri.strikes, ob->suspect.what);
+    bury(ob, seq, ob->suspect.what);
+  } else {
+    MW_LOGW(COMP, "message %lld to '%s' (%zu bytes): %s (strike %d of %d; it is sent alone next time)",
+            (long long)seq, ri.topic, ri.len, ob->suspect.what, ri.strikes, ob->cfg.poison_budget);
+  }
+  free(ri.topic);
+}
+
+/* The attempt after a suspicious close failed: the broker itself went away. Not the message. */
+static void forgive_suspect(mw_outbox_t *ob) {
+  if (!ob->suspect.seq) return;
+  int64_t seq = ob->suspect.seq;
+  ob->suspect.seq = 0;
+  mw_outbox_store_strike(ob->st, seq, ob->suspect.strikes - 1, NULL);
+  MW_LOGD(COMP, "message %lld is not to blame: the broker could not be reached after the close", (long long)seq);
 }
 
 void mw_outbox_on_mqtt(mw_outbox_t *ob, const mw_mqtt_event_t *ev) {
@@ -596,6 +643,7 @@ void mw_outbox_on_mqtt(mw_outbox_t *ob, const mw_mqtt_event_t *ev) {
   case MW_MQTT_EV_CONNECT:
     ob->connected = true;
     ob->want_pump = true;
+    confirm_suspect(ob);
     /* Resends went out with CONNACK: their clock starts now. */
     for (int i = 0; i < ob->nflight; i++) ob->flight[i].sent_ms = now_ms(ob);
     break;
@@ -604,6 +652,7 @@ void mw_outbox_on_mqtt(mw_outbox_t *ob, const mw_mqtt_event_t *ev) {
   case MW_MQTT_EV_CONNECT_FAILED:
     ob->connected = false;
     ob->conn_gen++;
+    forgive_suspect(ob);
     flight_clear(ob);
     break;
   case MW_MQTT_EV_STOPPED:
