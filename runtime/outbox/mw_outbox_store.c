@@ -165,8 +165,10 @@ mw_status_t mw_outbox_store_open(const char *path, mw_outbox_sync_t sync, mw_out
     mw_outbox_store_close(st);
     return MW_ERR_IO;
   }
+  /* The schema is written only when missing: opening an existing outbox (the command line
+     next to a running runtime) must not count as a change to it. */
   if (sqlite3_exec(st->db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
-      sqlite3_exec(st->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+      (uv < SCHEMA_VERSION && sqlite3_exec(st->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK)) {
     snprintf(err, errlen, "cannot set up the outbox %s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
     sqlite3_free(msg);
     mw_outbox_store_close(st);

@@ -72,11 +72,9 @@ class SeqPeer:
 
     def _on_message(self, c, u, m):
         text = m.payload.decode(errors="replace")
-        if ":" in text:
-            run, _, seq = text.partition(":")
-            key = (int(run), int(seq))
-        else:
-            key = (0, int(text))
+        head, _, tail = text.partition(":")
+        # "<run>:<seq>", or "<seq>" optionally followed by ":<padding>"
+        key = (int(head), int(tail)) if tail.isdigit() else (0, int(head))
         with self._cond:
             self.received[key] = self.received.get(key, 0) + 1
             self.order.append(key)

@@ -1,7 +1,7 @@
 """The durable outbox: offline publishing, order, handles and on_ack across reconnects, DUP on
 resends after a restart, QoS 0 offline policies, counters, the limit policies, and the
 `moonwire outbox` command. Fault tests proper (broker restarts, kill -9, network cuts, poison
-messages, disk full) are in test_fault_*.py."""
+messages, a full outbox or disk) are in test_fault_*.py."""
 
 import re
 import sqlite3
@@ -146,49 +146,6 @@ def test_qos0_offline_can_be_queued_in_memory(broker, client, moonwire):
         proxy.restore()
         msgs = peer.wait_messages(3, "cars/car-01/q0", timeout=15)
         assert [m.payload for m in msgs] == [b"z3", b"z4", b"z5"]
-
-
-FULL_APP = r'''
-local mqtt = require "moonwire.mqtt"
-local log = require "moonwire.log"
-local ok_count = 0
-for i = 1, 15 do
-  local h, err, code = mqtt.publish("cars/car-01/telemetry", "f" .. i, {qos = 1})
-  if h then ok_count = ok_count + 1 else log.warn("refused " .. i .. ": " .. err .. " [" .. code .. "]") end
-end
-local s = mqtt.outbox()
-log.info("full accepted=" .. ok_count .. " pending=" .. s.pending .. " refused=" .. s.refused ..
-         " dropped=" .. s.dropped)
-'''
-
-
-def test_full_outbox_refuses_with_a_clear_error(broker, client, moonwire):
-    peer = client("dispatcher")
-    peer.subscribe("cars/car-01/#")
-    with TcpProxy(broker.port) as proxy:
-        proxy.blackhole()
-        app = moonwire(FULL_APP, broker=proxy.port, config=dict(FAST, outbox={"max_messages": 10}))
-        wait_log(app, r"full accepted=10 pending=10 refused=5 dropped=0")
-        assert re.search(r"refused 11: outbox full: 10 messages \(\d+ bytes\) wait for the broker "
-                         r"\(outbox.max_messages = 10, max_bytes = \d+\); message to 'cars/car-01/telemetry' "
-                         r"refused \[EBUSY\]", app.stderr())
-        proxy.restore()
-        msgs = peer.wait_messages(10, timeout=15)
-        assert [m.payload for m in msgs] == [b"f%d" % i for i in range(1, 11)]
-
-
-def test_full_outbox_can_drop_the_oldest_instead(broker, client, moonwire):
-    peer = client("dispatcher")
-    peer.subscribe("cars/car-01/#")
-    with TcpProxy(broker.port) as proxy:
-        proxy.blackhole()
-        app = moonwire(FULL_APP, broker=proxy.port,
-                       config=dict(FAST, outbox={"max_messages": 10, "when_full": "drop_oldest"}))
-        wait_log(app, r"full accepted=15 pending=10 refused=0 dropped=5")
-        assert "outbox full: dropped the oldest message" in app.stderr()
-        proxy.restore()
-        msgs = peer.wait_messages(10, timeout=15)
-        assert [m.payload for m in msgs] == [b"f%d" % i for i in range(6, 16)]
 
 
 def test_a_second_runtime_cannot_open_the_same_outbox(broker, moonwire, tmp_path):
