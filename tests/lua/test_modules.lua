@@ -37,6 +37,16 @@ raises("invalid option 'bogus'", mqtt.on, "bogus", function() end)
 local ok, msg, code = mqtt.publish("a/b", "p")
 assert(ok == nil and msg == "no broker configured" and code == "ENOTCONN")
 assert(mqtt.connected() == false)
+-- the outbox functions exist; without a broker there is no outbox
+for _, f in ipairs { "outbox", "pending", "dead_letters" } do
+  local r, m, c = mqtt[f]()
+  assert(r == nil and m == "no broker configured" and c == "ENOTCONN", f)
+end
+raises("number expected", mqtt.requeue, "x")
+raises("number expected", mqtt.drop, {})
+assert(select(3, mqtt.requeue(1)) == "ENOTCONN")
+local l = mqtt.on("dead_letter", function() end)
+assert(l:remove() == true)
 
 -- subscriptions: handles, info, idempotent unsubscribe, listing
 local s1 = mqtt.subscribe("cars/+/telemetry", function() end, { qos = 1 })
