@@ -806,11 +806,18 @@ mw_status_t mw_mqtt_publish(mw_mqtt_t *m, const char *topic, const void *payload
   }
   int id = 0;
   int rc = mosquitto_publish(m->mosq, &id, topic, (int)len, payload, qos, retain);
+  if (rc == MOSQ_ERR_OVERSIZE_PACKET) {
+    /* MQTT 5: the broker announced a Maximum Packet Size in CONNACK and this is larger. */
+    snprintf(err, errlen, "the message is larger than the broker accepts (the Maximum Packet Size it announced)");
+    return MW_ERR_TOO_LARGE;
+  }
   if (rc != MOSQ_ERR_SUCCESS) {
     snprintf(err, errlen, "publish failed: %s", mosquitto_strerror(rc));
     drain(m);
     sync_poll(m);
-    return rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST ? MW_ERR_NOT_CONNECTED : MW_ERR_IO;
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST) return MW_ERR_NOT_CONNECTED;
+    return rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8 || rc == MOSQ_ERR_PAYLOAD_SIZE ? MW_ERR_INVALID
+                                                                                                : MW_ERR_IO;
   }
   if (qos == 1) {
     unsigned idx = (unsigned)id & 0xFFFF;

@@ -17,6 +17,7 @@
 #define COMP "outbox"
 #define RETRY_STORE_MS 1000 /* after a failed commit, how often to try writing again */
 #define TIMER_MS 1000
+#define MAX_BATCH 4096      /* writes per transaction before an early commit */
 
 /* A message handed to libmosquitto on the current connection, awaiting its PUBACK. */
 typedef struct {
@@ -87,6 +88,8 @@ struct mw_outbox {
   unsigned conn_gen; /* changes whenever the connection does */
   bool flushing;
   bool rewound;     /* an MQTT 5 refusal: send again from rewind_to, skipping what is in flight */
+  int64_t rewind_to;
+  uint64_t pause_until; /* no sending before (after a retryable MQTT 5 refusal) */
   /* A strike waiting for its verdict: the broker closed the connection right after this
      message; if the broker then accepts a new connection at once, the close was the
      message's doing (confirmed at CONNACK); if it cannot be reached, the broker itself
@@ -96,8 +99,6 @@ struct mw_outbox {
     int strikes;    /* its strike count including this one (already in the database) */
     char what[400];
   } suspect;
-  int64_t rewind_to;
-  uint64_t pause_until;
 
   int64_t pending, pending_bytes, dead;
   mw_outbox_stats_t stats;
@@ -185,14 +186,13 @@ static void recount(mw_outbox_t *ob) {
 ** nothing of it was sent; the accepted messages stay in memory and are written again
 ** every RETRY_STORE_MS until the storage takes them.
 */
-static void store_failed(mw_outbox_t *ob, mw_status_t st, const char *why) {
+static void store_failed(mw_outbox_t *ob, const char *why) {
   ob->stats.commit_failures++;
   if (!ob->unstored)
     MW_LOGE(COMP, "%s (%s); %d accepted write(s) wait in memory, new QoS 1 messages are refused until it can be "
                   "written again",
             why, ob->path, ob->nops);
   snprintf(ob->store_error, sizeof ob->store_error, "%s", why);
-  (void)st;
   ob->unstored = true;
   ob->retry_at = now_ms(ob) + RETRY_STORE_MS;
   recount(ob);
@@ -226,9 +226,8 @@ static bool commit(mw_outbox_t *ob) {
     return !ob->unstored;
   }
   char err[256];
-  mw_status_t st = mw_outbox_store_commit(ob->st, err, sizeof err);
-  if (st != MW_OK) {
-    store_failed(ob, st, err);
+  if (mw_outbox_store_commit(ob->st, err, sizeof err) != MW_OK) {
+    store_failed(ob, err);
     return false;
   }
   ob->stats.commits++;
@@ -302,30 +301,37 @@ static int take_info(void *ud, const mw_outbox_msg_t *m) {
   return 1;
 }
 
-typedef struct {
-  mw_outbox_t *ob;
-  const char *reason;
-} bury_ctx_t;
-
-static int emit_dead(void *ud, const mw_outbox_msg_t *m) {
-  bury_ctx_t *b = ud;
-  mw_outbox_msg_t copy = *m;
-  copy.reason = b->reason;
-  copy.dead_ms = wall_ms();
-  emit(b->ob, MW_OUTBOX_EV_DEAD_LETTER, m->seq, &copy);
+/* A message copied out of the database, so the owner can be told after it has moved. */
+static int copy_row(void *ud, const mw_outbox_msg_t *m) {
+  mw_outbox_msg_t *c = ud;
+  size_t tlen = strlen(m->topic);
+  char *buf = malloc(tlen + 1 + m->len + 1);
+  if (!buf) return 1;
+  memcpy(buf, m->topic, tlen + 1);
+  if (m->len) memcpy(buf + tlen + 1, m->payload, m->len);
+  *c = *m;
+  c->topic = buf;
+  c->payload = buf + tlen + 1;
+  c->reason = NULL;
   return 1;
 }
 
 static void bury(mw_outbox_t *ob, int64_t seq, const char *reason) {
-  /* The owner hears about it with the message itself, read before it moves. */
-  bury_ctx_t b = {ob, reason};
-  mw_outbox_store_get(ob->st, seq, emit_dead, &b);
+  mw_outbox_msg_t copy = {0};
+  mw_outbox_store_get(ob->st, seq, copy_row, &copy);
   if (mw_outbox_store_bury(ob->st, seq, reason, wall_ms()) != MW_OK) {
     MW_LOGE(COMP, "cannot move message %lld to the dead letters: %s", (long long)seq, mw_outbox_store_errmsg(ob->st));
+    free((void *)copy.topic);
     return;
   }
   ob->stats.dead_lettered++;
   recount(ob);
+  if (copy.topic) {
+    copy.reason = reason;
+    copy.dead_ms = wall_ms();
+    emit(ob, MW_OUTBOX_EV_DEAD_LETTER, seq, &copy);
+    free((void *)copy.topic);
+  }
 }
 
 /*
@@ -436,6 +442,17 @@ static void send_planned(mw_outbox_t *ob, bool resend) {
     mw_status_t st = resend ? mw_mqtt_resend(ob->mqtt, topic, payload, r->len, r->retain, &mid, err, sizeof err)
                             : mw_mqtt_publish(ob->mqtt, topic, payload, r->len, 1, r->retain, &mid, err, sizeof err);
     if (ob->conn_gen != gen) break;
+    if (st == MW_ERR_TOO_LARGE || st == MW_ERR_INVALID) {
+      /* Refused before it left (the broker's announced maximum packet size, a payload limit
+         lowered since it was accepted): it never can be sent, and must not block the rest. */
+      char why[400];
+      snprintf(why, sizeof why, "it cannot be sent: %s", err);
+      MW_LOGE(COMP, "message %lld to '%s' (%zu bytes) moved to the dead letters: %s", (long long)r->seq, topic,
+              r->len, why);
+      bury(ob, r->seq, why);
+      if (r->seq > ob->cursor) ob->cursor = r->seq;
+      continue;
+    }
     if (st != MW_OK) {
       MW_LOGD(COMP, "sending paused at message %lld: %s", (long long)r->seq, err);
       break;
@@ -765,7 +782,7 @@ mw_status_t mw_outbox_publish(mw_outbox_t *ob, const char *topic, const void *pa
   if (st != MW_OK) {
     ob->stats.refused++;
     /* SQLite may have rolled the whole batch back: what this turn accepted is in memory only. */
-    if (!mw_outbox_store_in_batch(ob->st) && ob->nops > 0) store_failed(ob, st, err);
+    if (!mw_outbox_store_in_batch(ob->st) && ob->nops > 0) store_failed(ob, err);
     return st;
   }
   if (!remember_put(ob, seq, &m)) {
@@ -780,6 +797,8 @@ mw_status_t mw_outbox_publish(mw_outbox_t *ob, const char *topic, const void *pa
   ob->stats.accepted++;
   ob->want_pump = true;
   if (handle) *handle = seq;
+  /* One callback publishing a flood would otherwise keep every copy until the loop turns. */
+  if (ob->nops >= MAX_BATCH) commit(ob);
   return MW_OK;
 }
 
