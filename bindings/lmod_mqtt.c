@@ -271,6 +271,17 @@ static void set_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
+/* mqtt.flush() -> true | nil, message, code: what was accepted so far is durable now */
+static int lmqtt_flush(lua_State *L) {
+  mw_rt_t *rt = lb_rt(L);
+  if (!rt->outbox) return lb_fail(L, "no broker configured", mw_status_name(MW_ERR_NOT_CONNECTED));
+  char err[400];
+  mw_status_t st = mw_outbox_sync(rt->outbox, err, sizeof err);
+  if (st != MW_OK) return lb_fail_status(L, st, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mqtt.outbox() -> {pending, pending_bytes, inflight, dead, ... counters} */
 static int lmqtt_outbox(lua_State *L) {
   mw_rt_t *rt = lb_rt(L);
@@ -586,6 +597,7 @@ int luaopen_moonwire_mqtt(lua_State *L) {
                                  {"subscriptions", lmqtt_subscriptions},
                                  /* the outbox (issue 7) */
                                  {"outbox", lmqtt_outbox},
+                                 {"flush", lmqtt_flush},
                                  {"dead_letters", lmqtt_dead_letters},
                                  {"pending", lmqtt_pending},
                                  {"requeue", lmqtt_requeue},

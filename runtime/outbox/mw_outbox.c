@@ -526,6 +526,13 @@ void mw_outbox_flush(mw_outbox_t *ob) {
   ob->flushing = false;
 }
 
+mw_status_t mw_outbox_sync(mw_outbox_t *ob, char *err, size_t errlen) {
+  mw_outbox_flush(ob);
+  if (!ob->unstored) return MW_OK;
+  snprintf(err, errlen, "the outbox cannot be written (%s)", ob->store_error);
+  return strstr(ob->store_error, "full") ? MW_ERR_NOSPACE : MW_ERR_IO;
+}
+
 static void on_prepare(uv_prepare_t *h) {
   mw_outbox_t *ob = h->data;
   if (ob->want_pump || mw_outbox_store_in_batch(ob->st) || ob->unstored || (ob->connected && ob->q0head))

@@ -89,6 +89,12 @@ mw_status_t mw_outbox_publish(mw_outbox_t *ob, const char *topic, const void *pa
 
 /* Commits the batch and sends what the window allows; runs by itself before the loop waits. */
 void mw_outbox_flush(mw_outbox_t *ob);
+/*
+** The same, on demand, for a caller that wants what it accepted durable now rather than at
+** the end of the loop turn. MW_OK once committed; MW_ERR_NOSPACE / MW_ERR_IO (err says why)
+** when the storage cannot be written (the messages are then kept in memory, see above).
+*/
+mw_status_t mw_outbox_sync(mw_outbox_t *ob, char *err, size_t errlen);
 
 typedef struct {
   bool durable;

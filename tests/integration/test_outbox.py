@@ -96,7 +96,7 @@ def test_unacknowledged_messages_are_sent_again_with_dup_after_a_kill(broker, cl
     trigger = tmp_path / "go"
     with TcpProxy(broker.port) as proxy:
         first = moonwire(RESTART_APP, broker=proxy.port, config=dict(cfg, app={"count": 0, "trigger": str(trigger)}))
-        wait_log(first, r"state pending=0 inflight=0")
+        wait_log(first, r"connected to")
         proxy.blackhole()    # the connection stays open, but nothing reaches the broker any more
         trigger.write_text("")
         wait_log(first, r"state pending=5 inflight=5 sent=5 resent=0 acked=0")
@@ -156,3 +156,23 @@ def test_a_second_runtime_cannot_open_the_same_outbox(broker, moonwire, tmp_path
     assert second.wait(10) == 1
     assert re.search(r"the outbox .*shared.db is in use by another moonwire process \(pid %d\)" % first.pid,
                      second.stderr())
+
+
+FLUSH_APP = r'''
+local mqtt = require "moonwire.mqtt"
+assert(mqtt.publish("cars/car-01/telemetry", "f1", {qos = 1}))
+assert(mqtt.flush())
+assert(mqtt.publish("cars/car-01/telemetry", "f2", {qos = 1}))
+-- Leave at once, like a crash: the loop turn never ends, so only what flush() committed stays.
+os.exit(3, false)
+'''
+
+
+def test_flush_makes_accepted_messages_durable_within_the_callback(moonwire, tmp_path):
+    db = tmp_path / "outbox.db"
+    app = moonwire(FLUSH_APP, broker=mwtest.free_port(), config=dict(FAST, outbox={"path": str(db)}))
+    assert app.wait(10) == 3
+    conn = sqlite3.connect(str(db))
+    rows = [r[0] for r in conn.execute("SELECT payload FROM outbox ORDER BY seq")]
+    conn.close()
+    assert rows == [b"f1"]
