@@ -15,7 +15,7 @@
 enum {
   Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_PUT, Q_PUT_SEQ, Q_DELETE, Q_STRIKE, Q_BURY_COPY, Q_REQUEUE_COPY,
   Q_DEAD_DELETE, Q_OLDEST, Q_MARK_GET, Q_MARK_SET, Q_SCAN, Q_SCAN_DEAD, Q_GET, Q_COUNT_PENDING,
-  Q_COUNT_DEAD, Q_DATA_VERSION, Q_OLDEST_MS, Q_N
+  Q_COUNT_DEAD, Q_DATA_VERSION, Q_OLDEST_MS, Q_MAX_SEQ, Q_NTH, Q_N
 };
 
 #define MSG_COLS "seq, topic, payload, qos, retain, created_ms, strikes, reason"
@@ -47,6 +47,8 @@ static const char *const sql_text[Q_N] = {
   [Q_COUNT_DEAD] = "SELECT count(*), coalesce(sum(size), 0) FROM dead_letter",
   [Q_DATA_VERSION] = "PRAGMA data_version",
   [Q_OLDEST_MS] = "SELECT created_ms FROM outbox ORDER BY seq LIMIT 1",
+  [Q_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM outbox",
+  [Q_NTH] = "SELECT seq FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
 };
 
 static const char schema_sql[] =
@@ -405,6 +407,24 @@ mw_status_t mw_outbox_store_counts(mw_outbox_store_t *st, mw_outbox_counts_t *c)
   }
   finish(s);
   return rc == SQLITE_ROW ? MW_OK : status_of(rc);
+}
+
+int64_t mw_outbox_store_max_seq(mw_outbox_store_t *st) {
+  sqlite3_stmt *s = st->q[Q_MAX_SEQ];
+  int64_t v = 0;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  finish(s);
+  return v;
+}
+
+int64_t mw_outbox_store_nth_after(mw_outbox_store_t *st, int64_t after, int n) {
+  sqlite3_stmt *s = st->q[Q_NTH];
+  sqlite3_bind_int64(s, 1, after);
+  sqlite3_bind_int(s, 2, n > 0 ? n - 1 : 0);
+  int64_t v = 0;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  finish(s);
+  return v;
 }
 
 int64_t mw_outbox_store_oldest_ms(mw_outbox_store_t *st) {

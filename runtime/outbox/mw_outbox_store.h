@@ -95,6 +95,10 @@ typedef struct {
   int64_t oldest_ms;              /* created_ms of the oldest pending message, 0 if none */
 } mw_outbox_counts_t;
 mw_status_t mw_outbox_store_counts(mw_outbox_store_t *st, mw_outbox_counts_t *c);
+/* The highest seq of a pending message, 0 if there is none. */
+int64_t mw_outbox_store_max_seq(mw_outbox_store_t *st);
+/* The seq of the n-th pending message after seq `after` (n >= 1), 0 if there are fewer. */
+int64_t mw_outbox_store_nth_after(mw_outbox_store_t *st, int64_t after, int n);
 /* created_ms of the oldest pending message, 0 if there is none. */
 int64_t mw_outbox_store_oldest_ms(mw_outbox_store_t *st);
 
