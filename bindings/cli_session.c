@@ -146,6 +146,9 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
   if (lb_config_load(s->rt.L, config, ov, &s->cfg, err, sizeof err) != 0) return mw_cli_fail("%s", err);
   s->rt.cfg = &s->cfg;
   s->rt.mem_limit = s->cfg.limits.lua_memory;
+  s->rt.budget_ms = s->cfg.lua.budget_ms;
+  s->rt.quarantine_after = s->cfg.lua.quarantine_after;
+  lb_budget_mem_update(&s->rt);
   if (level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(level));
   else if (s->cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(s->cfg.log_level));
 
