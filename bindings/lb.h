@@ -41,6 +41,7 @@ typedef struct {
   lb_stop_t tripped;    /* once set, the hook raises at every instruction until the entry returns */
   uint32_t owner;       /* app version (load id) the code runs for; 0: none in particular */
   size_t mem_cap;       /* heap cap for script code in this entry */
+  size_t mem_grow;      /* what the entry was allowed to add (0: the state's cap), for messages */
   int mem_relaxed;      /* >0 while the runtime's own code runs inside the entry */
 } lb_frame_t;
 
@@ -99,7 +100,7 @@ int lb_pcall(lua_State *L, int nargs, int nresults, const char *what, const char
 typedef struct {
   uint32_t owner;     /* app version (load id) the call runs for; 0: the caller's */
   uint32_t budget_ms; /* 0: rt->budget_ms; LB_BUDGET_NONE: none */
-  size_t mem_cap;     /* 0: the state's cap; else a lower cap for this entry (a version's load) */
+  size_t mem_grow;    /* 0: the state's cap; else the heap may grow by at most this much (a version's load) */
 } lb_call_opts_t;
 int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opts, const char *what,
                 const char *detail);
@@ -157,6 +158,7 @@ uint32_t lb_owner_for_new(lua_State *L);
 void lb_mqtt_activate(mw_rt_t *rt, uint32_t owner, int *added);
 void lb_mqtt_release(mw_rt_t *rt, uint32_t owner, int *removed);
 int lb_timer_release(mw_rt_t *rt, uint32_t owner);
+int lb_timer_count(const mw_rt_t *rt, uint32_t owner);
 /* The version number of a load id (bindings/lb_app.c), 0 if unknown. */
 uint32_t lb_app_version_of(const mw_rt_t *rt, uint32_t owner);
 /* Counts a failed call of a handler owned by owner (automatic rollback). */

@@ -542,10 +542,7 @@ static int tx_body(lua_State *L) {
   /* 3. Run the top level under the load budget; what it registers is staged. */
   lb_call_opts_t o = {.owner = v->id,
                       .budget_ms = app->cfg.load_budget_ms ? app->cfg.load_budget_ms : LB_BUDGET_NONE};
-  if (rt->mem_limit) {
-    size_t room = app->cfg.load_memory ? app->cfg.load_memory : rt->mem_limit / 4;
-    o.mem_cap = rt->mem_used + room < rt->mem_used ? SIZE_MAX : rt->mem_used + room;
-  }
+  if (rt->mem_limit) o.mem_grow = app->cfg.load_memory ? app->cfg.load_memory : rt->mem_limit / 4;
   if (lb_pcall_ex(L, 0, 0, &o, "loading", app->path) != LUA_OK) {
     tx_fail(tx, stop_code(rt->last_stop), rt->last_error);
     return 0;

@@ -119,8 +119,18 @@ void lb_budget_enter(mw_rt_t *rt, const lb_call_opts_t *o, lb_frame_t *saved) {
     f->limit_ms = saved->limit_ms;
   }
   size_t cap = rt->mem_limit;
-  if (o && o->mem_cap && (cap == 0 || o->mem_cap < cap)) cap = o->mem_cap;
-  if (saved->depth > 0 && saved->mem_cap && (cap == 0 || saved->mem_cap < cap)) cap = saved->mem_cap;
+  f->mem_grow = 0;
+  if (o && o->mem_grow) {
+    size_t want = rt->mem_used + o->mem_grow < rt->mem_used ? SIZE_MAX : rt->mem_used + o->mem_grow;
+    if (cap == 0 || want < cap) {
+      cap = want;
+      f->mem_grow = o->mem_grow;
+    }
+  }
+  if (saved->depth > 0 && saved->mem_cap && (cap == 0 || saved->mem_cap < cap)) {
+    cap = saved->mem_cap;
+    f->mem_grow = saved->mem_grow;
+  }
   f->mem_cap = cap;
   f->mem_relaxed = 0;
   rt->hook_where[0] = '\0';

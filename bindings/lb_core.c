@@ -54,12 +54,12 @@ int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opt
   lua_insert(L, base);
   lb_frame_t saved;
   uint32_t owner = 0;
-  size_t cap = 0;
+  size_t grow = 0;
   if (rt) {
     rt->handler_calls++;
     lb_budget_enter(rt, opts, &saved);
     owner = rt->call.owner;
-    cap = rt->call.mem_cap;
+    grow = rt->call.mem_grow;
   }
   int status = lua_pcall(L, nargs, nresults, base);
   lb_stop_t stop = rt ? lb_budget_leave(rt, &saved, status) : LB_STOP_NONE;
@@ -73,8 +73,9 @@ int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opt
        the script (the loop that allocates, in practice). */
     char near[100] = "";
     if (rt->hook_where[0]) snprintf(near, sizeof near, " near %s:%d", rt->hook_where, rt->hook_line);
-    if (cap && cap < rt->mem_limit)
-      snprintf(buf, sizeof buf, "memory limit exceeded (the %zu KiB a version's load may use)%s", cap >> 10, near);
+    if (grow)
+      snprintf(buf, sizeof buf, "memory limit exceeded (a version's load may add %zu KiB to the heap)%s", grow >> 10,
+               near);
     else
       snprintf(buf, sizeof buf, "memory limit exceeded (limits.lua_memory = %zu KiB)%s", rt->mem_limit >> 10, near);
     msg = buf;

@@ -95,6 +95,7 @@ static int lapp_info(lua_State *L) {
       set_str(L, "hash", app->live->hash);
       set_num(L, "live_for_s", (double)(lb_now_ns() - app->live->live_since_ns) / 1e9);
       set_int(L, "live_errors", app->live->errors);
+      set_int(L, "timers", lb_timer_count(rt, app->live->id));
     }
     if (app->prev) {
       push_version(L, app->prev);

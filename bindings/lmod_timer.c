@@ -68,6 +68,12 @@ static void on_timer(uv_timer_t *h) {
   lua_pop(L, 2);
 }
 
+int lb_timer_count(const mw_rt_t *rt, uint32_t owner) {
+  int n = 0;
+  for (const ltimer_t *t = rt->timers; t; t = t->next) n += t->owner == owner;
+  return n;
+}
+
 int lb_timer_release(mw_rt_t *rt, uint32_t owner) {
   int n = 0;
   for (ltimer_t *t = rt->timers, *next; t; t = next) {
