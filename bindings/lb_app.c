@@ -525,6 +525,12 @@ static int tx_body(lua_State *L) {
   int src_idx = lua_gettop(L);
   size_t len;
   const char *src = lua_tolstring(L, src_idx, &len);
+  if (app->live && !tx->rollback && strspn(src, " \t\r\n") == len) {
+    /* Almost certainly a save in progress (truncated, not yet written), not an app that
+       means to drop every handler. */
+    tx_fail(tx, "EEMPTY", "the app file is empty (a save still in progress?); not loaded");
+    return 0;
+  }
   if (!version_add_file(v, NULL, app->path, src, len)) return luaL_error(L, "out of memory");
   tx->t_read = lb_now_ns();
 
@@ -644,8 +650,8 @@ uint32_t lb_app_run(lb_app_t *app, bool rollback, const char *why, char *err, si
               app->last_ms);
     } else {
       MW_LOGI(COMP,
-              "%s%s: version %u (hash %.12s) live%s (%s): %.2f ms (read %.2f, compile %.2f, run %.2f, migrate %.2f, "
-              "swap %.3f)%s; subscriptions +%d -%d, %d timer%s of version %u stopped",
+              "%s%s: version %u (hash %.12s) live%s (%s) in %.2f ms: read %.2f, compile %.2f, run %.2f, migrate "
+              "%.2f, swap %.3f%s; subscriptions +%d -%d; %d timer%s of version %u stopped",
               app->path, files, number, app->live->hash, rollback ? " again" : "", why, app->last_ms,
               ms_between(tx->t0, tx->t_read), ms_between(tx->t_read, tx->t_compile),
               ms_between(tx->t_compile, tx->t_run), ms_between(tx->t_run, tx->t_migrate), app->last_swap_ms, since,
@@ -657,7 +663,7 @@ uint32_t lb_app_run(lb_app_t *app, bool rollback, const char *why, char *err, si
     snprintf(app->last_error, sizeof app->last_error, "%s", tx->err);
     app->last_code = tx->code;
     if (was)
-      MW_LOGE(COMP, "reload of %s (%s) failed, version %u keeps running: %s", app->path, why, was, tx->err);
+      MW_LOGE(COMP, "%s: reload (%s) failed, version %u keeps running: %s", app->path, why, was, tx->err);
     snprintf(err, errlen, "%s", tx->err);
     *code = tx->code ? tx->code : "ERAISED";
   }

@@ -59,7 +59,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 static void on_debounce(uv_timer_t *t) {
   lb_app_t *app = t->data;
   const lb_version_t *v = app->live;
-  const char *changed = NULL;
+  const lb_file_t *changed = NULL;
   for (int i = 0; v && i < v->nfiles && !changed; i++) {
     size_t len;
     char *buf = lb_app_read_file(v->files[i].path, &len);
@@ -71,7 +71,7 @@ static void on_debounce(uv_timer_t *t) {
     unsigned char sha[32];
     lb_app_sha256(buf, len, sha);
     free(buf);
-    if (memcmp(sha, v->files[i].sha, 32) != 0) changed = v->files[i].path;
+    if (memcmp(sha, v->files[i].sha, 32) != 0) changed = &v->files[i];
   }
   if (!changed) {
     MW_LOGD(COMP, "%s: files touched but their contents are unchanged", app->path);
@@ -79,7 +79,8 @@ static void on_debounce(uv_timer_t *t) {
     return;
   }
   char why[300], err[1024];
-  snprintf(why, sizeof why, "%s changed", changed);
+  if (changed->name) snprintf(why, sizeof why, "module %s changed", changed->name);
+  else snprintf(why, sizeof why, "%s changed", changed->base);
   lb_app_run(app, false, why, err, sizeof err, NULL);
 }
 
