@@ -304,7 +304,7 @@ end, {qos = 1})
 mqtt.subscribe("cars/car-01/#", function(_, p)
   if p ~= "bomb" then return end
   local t = {}
-  while true do t[#t + 1] = string.rep("x", 4096) .. #t end
+  while true do t[#t + 1] = string.rep("x", 1 << 20) .. #t end
 end, {qos = 1})
 '''
 SPIN, BOMB = "cars/car-01/+", "cars/car-01/#"
