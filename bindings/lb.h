@@ -43,6 +43,8 @@ typedef struct {
   size_t mem_cap;       /* heap cap for script code in this entry */
   size_t mem_grow;      /* what the entry was allowed to add (0: the state's cap), for messages */
   int mem_relaxed;      /* >0 while the runtime's own code runs inside the entry */
+  bool detached;        /* see lb_call_opts_t */
+  uint64_t start_ns;
 } lb_frame_t;
 
 /* One per process: what the bindings share with main.c. Lives outside the Lua heap. */
@@ -67,9 +69,13 @@ typedef struct mw_rt {
   size_t mem_reserve;        /* headroom above mem_limit for the runtime's own pushes */
   lb_stop_t last_stop;       /* of the lb_pcall that returned last */
   char last_error[512];      /* its message (first line(s), without the traceback) */
-  char hook_where[64];       /* source the budget hook saw last (short_src), "" if none */
-  int hook_line;             /* and its line */
   char trip_msg[256];        /* what a tripped entry raises */
+  lua_State *threads[256];   /* coroutines being resumed right now, innermost last */
+  volatile int nthreads;
+  void *budget_timer;        /* the POSIX timer that arms the budget hook (lb_budget.c) */
+  bool budget_timer_ok;      /* (a timer_t may be 0) */
+  volatile int timer_armed;
+  uint64_t timer_at_ns;
   uint64_t stops_time, stops_memory, stops_interrupt, quarantined;
   lb_timer_t *timers;        /* armed timers */
   lb_app_t *app;             /* the app being run (moonwire run), NULL otherwise */
@@ -101,12 +107,16 @@ typedef struct {
   uint32_t owner;     /* app version (load id) the call runs for; 0: the caller's */
   uint32_t budget_ms; /* 0: rt->budget_ms; LB_BUDGET_NONE: none */
   size_t mem_grow;    /* 0: the state's cap; else the heap may grow by at most this much (a version's load) */
+  bool detached;      /* nested: its own limits instead of the caller's, and the caller's clock stops
+                         meanwhile (app.reload() from the REPL) */
 } lb_call_opts_t;
 int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opts, const char *what,
                 const char *detail);
 
-/* Installs the budget hook on L (threads created later inherit it). */
+/* Sets up the budget timer and signal for L's runtime (one per process). */
 void lb_budget_install(lua_State *L);
+/* Deletes it (before lua_close). */
+void lb_budget_uninstall(mw_rt_t *rt);
 /* Adjusts the standard library where Lua turns hooks off (after luaL_openlibs). */
 void lb_budget_guard_libs(lua_State *L);
 /* Recomputes rt->mem_allow after mem_limit/mem_reserve or the frame changed. */

@@ -624,7 +624,9 @@ uint32_t lb_app_run(lb_app_t *app, bool rollback, const char *why, char *err, si
   int top = lua_gettop(L);
   lua_pushcfunction(L, tx_body);
   lua_pushlightuserdata(L, tx);
-  lb_call_opts_t o = {.budget_ms = LB_BUDGET_NONE};
+  /* Detached: app.reload() typed at the REPL gets the load budget, not what is left of the
+     REPL's, and does not use the REPL's up either. */
+  lb_call_opts_t o = {.budget_ms = LB_BUDGET_NONE, .detached = true};
   if (lb_pcall_ex(L, 1, 0, &o, "reloading", app->path) != LUA_OK && !tx->err[0])
     tx_fail(tx, stop_code(rt->last_stop), rt->last_error);
   lua_settop(L, top);

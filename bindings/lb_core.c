@@ -49,9 +49,13 @@ int lb_pcall(lua_State *L, int nargs, int nresults, const char *what, const char
 int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opts, const char *what,
                 const char *detail) {
   mw_rt_t *rt = lb_rt(L);
-  int base = lua_gettop(L) - nargs;
+  int fn = lua_gettop(L) - nargs;
+  /* Below the function: a copy of it (to say where it is defined after a memory error,
+     which carries no position) and the message handler. */
+  lua_pushvalue(L, fn);
+  lua_insert(L, fn);
   lua_pushcfunction(L, msghandler);
-  lua_insert(L, base);
+  lua_insert(L, fn + 1);
   lb_frame_t saved;
   uint32_t owner = 0;
   size_t grow = 0;
@@ -61,23 +65,27 @@ int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opt
     owner = rt->call.owner;
     grow = rt->call.mem_grow;
   }
-  int status = lua_pcall(L, nargs, nresults, base);
+  int status = lua_pcall(L, nargs, nresults, fn + 1);
   lb_stop_t stop = rt ? lb_budget_leave(rt, &saved, status) : LB_STOP_NONE;
-  lua_remove(L, base);
+  lua_remove(L, fn + 1);
   if (rt) rt->last_stop = stop;
-  if (status == LUA_OK) return status;
+  if (status == LUA_OK) {
+    lua_remove(L, fn);
+    return status;
+  }
   char buf[512];
   const char *msg = lua_tostring(L, -1);
   if (status == LUA_ERRMEM && rt) {
-    /* A memory error carries no position: say which cap, and where the hook last saw
-       the script (the loop that allocates, in practice). */
-    char near[100] = "";
-    if (rt->hook_where[0]) snprintf(near, sizeof near, " near %s:%d", rt->hook_where, rt->hook_line);
+    char in[200] = "";
+    lua_Debug ar;
+    lua_pushvalue(L, fn);
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+      snprintf(in, sizeof in, " in the function at %s:%d", ar.short_src, ar.linedefined);
     if (grow)
       snprintf(buf, sizeof buf, "memory limit exceeded (a version's load may add %zu KiB to the heap)%s", grow >> 10,
-               near);
+               in);
     else
-      snprintf(buf, sizeof buf, "memory limit exceeded (limits.lua_memory = %zu KiB)%s", rt->mem_limit >> 10, near);
+      snprintf(buf, sizeof buf, "memory limit exceeded (limits.lua_memory = %zu KiB)%s", rt->mem_limit >> 10, in);
     msg = buf;
   }
   if (!msg) msg = "(no message)";
@@ -87,7 +95,7 @@ int lb_pcall_ex(lua_State *L, int nargs, int nresults, const lb_call_opts_t *opt
   }
   if (detail) mw_log_printf(MW_LOG_ERROR, NULL, "%s '%s' failed: %s", what, detail, msg);
   else mw_log_printf(MW_LOG_ERROR, NULL, "%s failed: %s", what, msg);
-  lua_pop(L, 1);
+  lua_settop(L, fn - 1);
   /* After a memory error, give back what we can before anything else runs. */
   if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT);
   if (rt) lb_app_note_error(rt, owner);

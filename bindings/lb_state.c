@@ -81,6 +81,7 @@ void lb_state_close(mw_rt_t *rt) {
   if (!rt->L) return;
   lb_app_close(rt);
   lb_mqtt_close_all(rt);
+  lb_budget_uninstall(rt);
   lua_close(rt->L);
   rt->L = NULL;
   if (rt->live_refs != 0) mw_log_printf(MW_LOG_WARN, "lua", "%d registry references were not released", rt->live_refs);

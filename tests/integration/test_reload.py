@@ -303,8 +303,8 @@ mqtt.subscribe("cars/car-01/+", function(_, p)
 end, {qos = 1})
 mqtt.subscribe("cars/car-01/#", function(_, p)
   if p ~= "bomb" then return end
-  local t = {}
-  while true do t[#t + 1] = string.rep("x", 1 << 20) .. #t end
+  local t, s = {}, "x"
+  while true do s = s .. s t[#t + 1] = s end
 end, {qos = 1})
 '''
 SPIN, BOMB = "cars/car-01/+", "cars/car-01/#"
