@@ -292,7 +292,10 @@ static int app_require(lua_State *L) {
   size_t len;
   const char *src = lua_tolstring(L, 2, &len);
   if (v) {
+    int had = v->nfiles;
     if (!version_add_file(v, name, path, src, len)) return luaL_error(L, "out of memory");
+    /* A module the live version loads late (from a handler) is watched from now on. */
+    if (v == app->live && v->nfiles != had) lb_app_watch_update(app);
     if (!v->from_sources) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, v->sources_ref);
       lua_createtable(L, 2, 0);

@@ -46,6 +46,9 @@ struct lb_app {
   uv_timer_t *debounce, *rollback_timer;
   uv_signal_t *sighup;
   uint64_t change_ns; /* first change event of the pending debounce, 0: none */
+  unsigned char failed_disk[32]; /* digest of the files on disk when a reload last failed */
+  bool failed_disk_set;
+  uint32_t rollback_for; /* load id of the version a pending rollback replaces */
   /* figures for app.info() and the log */
   uint64_t reloads, failures, rollbacks;
   double last_ms, last_swap_ms, last_since_change_ms;

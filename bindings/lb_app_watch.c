@@ -60,7 +60,12 @@ static void on_debounce(uv_timer_t *t) {
   lb_app_t *app = t->data;
   const lb_version_t *v = app->live;
   const lb_file_t *changed = NULL;
-  for (int i = 0; v && i < v->nfiles && !changed; i++) {
+  /* The digest of what is on disk now, to recognise a broken save that was tried already
+     (another event, such as a touch, must not report the same error again). */
+  unsigned char shas[32 * 64], disk[32];
+  int n = v ? (v->nfiles < 64 ? v->nfiles : 64) : 0;
+  memset(shas, 0, sizeof shas);
+  for (int i = 0; i < n; i++) {
     size_t len;
     char *buf = lb_app_read_file(v->files[i].path, &len);
     if (!buf) {
@@ -68,20 +73,25 @@ static void on_debounce(uv_timer_t *t) {
       MW_LOGD(COMP, "%s: %s", v->files[i].path, strerror(errno));
       continue;
     }
-    unsigned char sha[32];
-    lb_app_sha256(buf, len, sha);
+    lb_app_sha256(buf, len, shas + 32 * i);
     free(buf);
-    if (memcmp(sha, v->files[i].sha, 32) != 0) changed = &v->files[i];
+    if (!changed && memcmp(shas + 32 * i, v->files[i].sha, 32) != 0) changed = &v->files[i];
   }
-  if (!changed) {
-    MW_LOGD(COMP, "%s: files touched but their contents are unchanged", app->path);
+  lb_app_sha256(shas, (size_t)n * 32, disk);
+  if (!changed || (app->failed_disk_set && memcmp(disk, app->failed_disk, 32) == 0)) {
+    MW_LOGD(COMP, "%s: no new content to load", app->path);
     app->change_ns = 0;
     return;
   }
   char why[300], err[1024];
   if (changed->name) snprintf(why, sizeof why, "module %s changed", changed->name);
   else snprintf(why, sizeof why, "%s changed", changed->base);
-  lb_app_run(app, false, why, err, sizeof err, NULL);
+  if (lb_app_run(app, false, why, err, sizeof err, NULL)) {
+    app->failed_disk_set = false;
+  } else {
+    memcpy(app->failed_disk, disk, 32);
+    app->failed_disk_set = true;
+  }
 }
 
 static void on_sighup(uv_signal_t *h, int signum) {
@@ -93,11 +103,14 @@ static void on_sighup(uv_signal_t *h, int signum) {
 static void on_rollback(uv_timer_t *t) {
   char err[1024];
   lb_app_t *app = t->data;
+  /* Only if the version that asked for it is still the live one (no reload since). */
+  if (!app->live || app->live->id != app->rollback_for) return;
   if (!lb_app_run(app, true, "automatic rollback", err, sizeof err, NULL))
     MW_LOGE(COMP, "rollback failed: %s", err);
 }
 
 void lb_app_watch_schedule_rollback(lb_app_t *app) {
+  app->rollback_for = app->live ? app->live->id : 0;
   if (app->rollback_timer) uv_timer_start(app->rollback_timer, on_rollback, 0, 0);
 }
 

@@ -373,13 +373,39 @@ static void test_watching(void) {
   want_version = 4;
   CHECK(run_until(reached_version, 3000));
   CHECK(eval("assert(n == 3) assert(require('moonwire.app').info().last_since_change_ms >= 20)"));
-  /* A broken save is reported and the next good one goes through. */
+  /* A broken save is reported once (not again for a touch or a save of the same text), and
+     the next good one goes through. */
   write_file("app.lua", "n = \n");
   run_until(NULL, 200);
   CHECK_INT(live_version(), 4);
+  write_file("app.lua", "n = \n");
+  write_file("mod.lua", "return 2\n");
+  run_until(NULL, 200);
+  CHECK(eval("assert(require('moonwire.app').info().failed_reloads == 1)"));
   write_file("app.lua", "local m = require 'mod'\nn = 5\n");
   want_version = 5;
   CHECK(run_until(reached_version, 3000));
+  teardown();
+}
+
+static bool late_loaded(void) { return eval("assert(require('moonwire.app').state.late)"); }
+static bool late_two(void) { return eval("assert(require('moonwire.app').state.late == 'two')"); }
+
+/* A module the app requires only later, from a handler, is part of the version too. */
+static void test_module_loaded_late_is_watched(void) {
+  static const char *const files[] = {"sub/late.lua", "return 'one'\n", NULL};
+  extra_files = files;
+  lb_app_config_t cfg = {.load_budget_ms = 300, .watch = true, .debounce_ms = 20};
+  CHECK_INT(setup_cfg("local app = require 'moonwire.app'\n"
+                      "require('moonwire.timer').after(1, function() app.state.late = require 'sub.late' end)\n",
+                      &cfg),
+            0);
+  CHECK(run_until(late_loaded, 2000));
+  CHECK(eval("assert(#require('moonwire.app').info().live.files == 2)"));
+  write_file("sub/late.lua", "return 'two'\n");
+  want_version = 2;
+  CHECK(run_until(reached_version, 3000));
+  CHECK(run_until(late_two, 2000));
   teardown();
 }
 
@@ -392,6 +418,7 @@ int main(int argc, char **argv) {
       MW_TEST(test_reload_from_inside_lua),
       MW_TEST(test_automatic_rollback),
       MW_TEST(test_watching),
+      MW_TEST(test_module_loaded_late_is_watched),
   };
   return mw_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
