@@ -14,6 +14,8 @@ static const mw_command_t commands[] = {
     {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
      mw_usage_shadow_service},
     {"se", mw_cmd_se, "the OPTIGA Trust M secure element: info, random, keygen, pubkey", mw_usage_se},
+    {"repl", mw_cmd_repl, "a local interactive Lua prompt with the moonwire modules", mw_usage_repl},
+    {"attach", mw_cmd_attach, "a Lua prompt inside a running 'moonwire run'", mw_usage_attach},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

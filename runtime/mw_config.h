@@ -44,6 +44,10 @@ typedef struct {
     char *sim;    /* simulator state file instead of a device */
   } se;
   char *log_level;
+  struct {
+    bool enabled; /* the REPL socket of `moonwire run` (docs/repl.md); true by default */
+    char *socket; /* explicit socket path; NULL: the default for the thing */
+  } repl;
 } mw_config_t;
 
 void mw_config_defaults(mw_config_t *c);
