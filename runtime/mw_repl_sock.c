@@ -155,12 +155,16 @@ mw_status_t mw_repl_sock_listen(const char *path, mw_repl_listener_t *out, char 
   out->fd = fd;
   out->dev = sb.st_dev;
   out->ino = sb.st_ino;
+  out->ctime_sec = (long)sb.st_ctim.tv_sec;
+  out->ctime_nsec = sb.st_ctim.tv_nsec;
   return MW_OK;
 }
 
 void mw_repl_sock_unlink(const char *path, const mw_repl_listener_t *l) {
   struct stat sb;
-  if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) && sb.st_dev == l->dev && sb.st_ino == l->ino) unlink(path);
+  if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode) && sb.st_dev == l->dev && sb.st_ino == l->ino &&
+      (long)sb.st_ctim.tv_sec == l->ctime_sec && sb.st_ctim.tv_nsec == l->ctime_nsec)
+    unlink(path);
 }
 
 mw_status_t mw_repl_sock_connect(const char *path, int *fd, char *err, size_t errlen) {

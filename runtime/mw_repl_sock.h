@@ -26,7 +26,8 @@ mw_status_t mw_repl_sock_path(const char *name, char *out, size_t outlen, char *
 typedef struct {
   int fd;            /* listening, non-blocking, close-on-exec */
   dev_t dev;         /* identity of the socket file, so shutdown removes only our own */
-  ino_t ino;
+  ino_t ino;         /* (inode numbers are reused: the change time tells a newer file apart) */
+  long ctime_sec, ctime_nsec;
   bool stale_removed; /* a socket left by a killed runtime was replaced */
 } mw_repl_listener_t;
 
