@@ -150,6 +150,23 @@ void lb_repl_set_print(lb_repl_t *r, lb_repl_print_fn fn, void *ud) {
 
 void lb_repl_set_sessions(lb_repl_t *r, int sessions) { r->sessions = sessions; }
 
+static int set_flag(lua_State *L) {
+  lb_repl_t *r = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->mod_ref);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, lua_tostring(L, 2));
+  return 0;
+}
+
+void lb_repl_set_flag(lb_repl_t *r, const char *name, int value) {
+  lua_State *L = r->rt->L;
+  lua_pushcfunction(L, set_flag);
+  lua_pushlightuserdata(L, r);
+  lua_pushstring(L, name);
+  lua_pushboolean(L, value);
+  lb_pcall(L, 3, 0, "repl", "flag");
+}
+
 static int install_print(lua_State *L) {
   lb_repl_t *r = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->print_ref);

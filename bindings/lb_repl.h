@@ -41,6 +41,8 @@ void lb_repl_free(lb_repl_t *r);
 void lb_repl_set_print(lb_repl_t *r, lb_repl_print_fn fn, void *ud);
 /* Makes the REPL's print the global one for good (the local prompt: handlers print above it). */
 void lb_repl_install_print(lb_repl_t *r);
+/* Sets moonwire.repl[name] (e.g. "attached": the prompt is inside `moonwire run`). */
+void lb_repl_set_flag(lb_repl_t *r, const char *name, int value);
 /* Shown by .stats. */
 void lb_repl_set_sessions(lb_repl_t *r, int sessions);
 

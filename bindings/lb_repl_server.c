@@ -443,6 +443,7 @@ int lb_repl_server_open(mw_rt_t *rt, const char *app, lb_repl_server_t **out, ch
   }
   lb_repl_set_print(srv->engine, session_print, srv);
   lb_repl_set_sessions(srv->engine, 0);
+  lb_repl_set_flag(srv->engine, "attached", 1);
   if (mw_log_add_sink(log_sink, srv) != 0) MW_LOGW("repl", "no free log sink: attached sessions will not see the log");
   if (srv->sock.stale_removed) MW_LOGI("repl", "replaced the stale socket %s left by a runtime that is gone", path);
   if (explicit_path) MW_LOGI("repl", "listening on %s (moonwire attach --socket %s)", path, path);

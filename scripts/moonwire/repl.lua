@@ -45,12 +45,30 @@ local function module_value(k)
   return nil
 end
 
+-- Attached to a running runtime (set by the server), os.exit() would stop the device from
+-- its prompt, which is never what "leave" means: the prompt's os refuses it.
+M.attached = false
+local guarded_os, guarded_for
+local function os_for_prompt(real)
+  if not M.attached or type(real) ~= "table" then return real end
+  if guarded_for ~= real then
+    guarded_for = real
+    guarded_os = setmetatable({
+      exit = function()
+        error("os.exit() would stop the runtime this prompt is attached to; leave with .quit or Ctrl-D", 2)
+      end,
+    }, { __index = real, __newindex = real })
+  end
+  return guarded_os
+end
+
 -- Reads fall through the app's globals to the modules; writes go to the app's globals, so
 -- `handler = function ... end` at the prompt replaces the app's global of that name.
 M.env = setmetatable({}, {
   __index = function(_, k)
     local v = M.target_env()[k]
     if v == nil then v = module_value(k) end
+    if k == "os" then v = os_for_prompt(v) end
     return v
   end,
   __newindex = function(_, k, v) M.target_env()[k] = v end,
@@ -349,7 +367,8 @@ commands.stats = {
                                                         st.disconnects or 0))
     row("inflight", tostring(st.inflight or 0))
     row("subscriptions", tostring(#mqtt.subscriptions()))
-    row("handlers", ("%d calls, %d errors"):format(info.handler_calls or 0, st.handler_errors or 0))
+    row("handler errors", tostring(st.handler_errors or 0))
+    row("lua calls", ("%d (handlers, timers, callbacks, prompt entries)"):format(info.handler_calls or 0))
     local mem = ("%s (peak %s"):format(fmt_bytes(info.mem_used), fmt_bytes(info.mem_peak))
     if info.mem_limit and info.mem_limit > 0 then mem = mem .. ", limit " .. fmt_bytes(info.mem_limit) end
     row("lua memory", mem .. ")")
