@@ -10,7 +10,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/time.h>
 #include <unistd.h>
+
+#include "mw_repl_proto.h"
 
 mw_status_t mw_repl_sock_dir(char *out, size_t outlen, char *err, size_t errlen) {
   const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -82,8 +85,33 @@ static mw_status_t prepare_dir(const char *path, char *err, size_t errlen) {
   return MW_OK;
 }
 
+/* Who listens there: "pid N, thing T, app A" from its hello frame (waits at most 1 s). */
+static void describe_peer(int fd, char *who, size_t len) {
+  struct timeval tv = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  size_t have = 0;
+  while (have < sizeof buf) {
+    ssize_t n = read(fd, buf + have, sizeof buf - have);
+    if (n <= 0) return;
+    have += (size_t)n;
+    mw_repl_frame_t f;
+    size_t used;
+    char err[128];
+    mw_status_t st = mw_repl_frame_parse(buf, have, 0, sizeof buf, &f, &used, err, sizeof err);
+    if (st == MW_ERR_STATE) continue;
+    if (st != MW_OK || f.type != MW_REPL_HELLO) return;
+    char pid[32], thing[160], app[512];
+    mw_repl_kv_get(f.data, f.len, "pid", pid, sizeof pid);
+    mw_repl_kv_get(f.data, f.len, "thing", thing, sizeof thing);
+    mw_repl_kv_get(f.data, f.len, "app", app, sizeof app);
+    snprintf(who, len, " (pid %s, thing %s, app %s)", pid, thing, app);
+    return;
+  }
+}
+
 /* 1: something is listening; 0: stale (nobody listens); -1: cannot tell (err set). */
-static int probe(const char *path, char *err, size_t errlen) {
+static int probe(const char *path, char *who, size_t wholen, char *err, size_t errlen) {
   struct sockaddr_un a;
   if (fill_addr(path, &a, err, errlen) != 0) return -1;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -93,6 +121,7 @@ static int probe(const char *path, char *err, size_t errlen) {
   }
   int r = connect(fd, (struct sockaddr *)&a, sizeof a);
   int e = errno;
+  if (r == 0) describe_peer(fd, who, wholen);
   close(fd);
   if (r == 0) return 1;
   /* A full backlog (EAGAIN) still means a live listener. */
@@ -115,10 +144,14 @@ mw_status_t mw_repl_sock_listen(const char *path, mw_repl_listener_t *out, char 
       snprintf(err, errlen, "%s exists and is not a socket; not touching it", path);
       return MW_ERR_CONFLICT;
     }
-    int live = probe(path, err, errlen);
+    char who[800] = "";
+    int live = probe(path, who, sizeof who, err, errlen);
     if (live < 0) return MW_ERR_IO;
     if (live) {
-      snprintf(err, errlen, "another moonwire is already running with the REPL socket %s", path);
+      snprintf(err, errlen,
+               "another moonwire is already running with the REPL socket %s%s: stop it first, or give this one "
+               "its own repl.socket (or repl.enabled = false)",
+               path, who);
       return MW_ERR_CONFLICT;
     }
     if (unlink(path) != 0 && errno != ENOENT) {

@@ -743,6 +743,8 @@ class Moonwire:
     - config: dict merged (deeply) over default_config(broker, pki, thing); a value
       mwtest.DELETE removes a key. config_text: raw Lua written as the config instead.
     - args: extra command-line arguments (after `run APP --config CFG`).
+    - env: extra environment; without XDG_RUNTIME_DIR in it, each runtime gets a private one
+      (a fresh temp dir), so its REPL socket is its own.
     Output goes to workdir/stdout.txt and workdir/stderr.txt.
     """
 
@@ -770,6 +772,10 @@ class Moonwire:
         self.stderr_path = self.dir / "stderr.txt"
         self.args = [str(a) for a in args]
         self.env = dict(os.environ, **(env or {}))
+        if "XDG_RUNTIME_DIR" not in (env or {}):
+            # A private REPL socket directory (docs/repl.md): runtimes of the same thing in
+            # parallel tests must not meet at /run/moonwire/THING.sock.
+            self.env["XDG_RUNTIME_DIR"] = _temp_dir("mw-xdg-")
         self.proc = None
         if start:
             self.start()
@@ -897,12 +903,11 @@ def run_moonwire(*args, timeout=10.0, env=None, binary=None):
 
 def repl_env(base):
     """Environment for `moonwire run`, `attach` and `repl` with a private socket directory
-    ($XDG_RUNTIME_DIR = base/xdg, mode 0700) and history file (base/history), so tests running
-    in parallel never meet each other's sockets and never touch the user's history."""
+    ($XDG_RUNTIME_DIR = a fresh temp dir, mode 0700) and history file (base/history), so tests
+    running in parallel never meet each other's sockets and never touch the user's history."""
     base = Path(base)
-    xdg = base / "xdg"
-    xdg.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return {"XDG_RUNTIME_DIR": str(xdg), "MOONWIRE_HISTORY": str(base / "history"),
+    xdg = _temp_dir("mw-xdg-")  # short: a socket path must fit in 108 bytes
+    return {"XDG_RUNTIME_DIR": xdg, "MOONWIRE_HISTORY": str(base / "history"),
             "TERM": "xterm", "LANG": "C.UTF-8"}
 
 

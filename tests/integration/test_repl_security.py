@@ -101,6 +101,7 @@ def test_stale_socket_replaced_live_one_refused(broker, client, moonwire, tmp_pa
     second = moonwire(APP, env=env)
     assert second.wait(15) == 1
     assert "another moonwire is already running with the REPL socket" in second.stderr()
+    assert f"(pid {first.pid}, thing car-01, app " in second.stderr()
     assert "connected to" not in second.output()
     assert mwtest.attach(env, "car-01", "-e", "return answer").stdout == "42\n"
 
