@@ -48,11 +48,14 @@ typedef struct {
   int evaluating;
   int stopping;
   int started; /* the MQTT client was started: stop it cleanly */
+  int interrupted;
 } local_t;
 
+/* rt->interrupt_poll during an entry: Ctrl-C. Sticky, so a pcall in the entry cannot swallow it. */
 static int local_interrupt(mw_rt_t *rt) {
-  (void)rt;
-  return lb_term_take_sigint();
+  local_t *l = rt->interrupt_ud;
+  if (!l->interrupted && lb_term_take_sigint()) l->interrupted = 1;
+  return l->interrupted;
 }
 
 static void local_print(void *ud, const char *s, size_t n) {
@@ -75,12 +78,14 @@ static void local_log(void *ud, mw_log_level_t level, const char *where, const c
 /* Evaluates once; returns the REPL status and prints like the attached client does. */
 static lb_repl_status_t eval_print(local_t *l, const char *chunk, size_t len, int flags, char **more) {
   lb_repl_result_t res;
+  l->interrupted = 0;
   l->rt->interrupt_poll = local_interrupt;
-  lb_term_take_sigint();
+  l->rt->interrupt_ud = l;
   l->evaluating = 1;
   lb_repl_eval(l->engine, chunk, len, flags, lb_term_width(), &res);
   l->evaluating = 0;
   l->rt->interrupt_poll = NULL;
+  l->rt->interrupt_ud = NULL;
   FILE *out = res.status == LB_REPL_OK ? stdout : stderr;
   if (res.status == LB_REPL_MORE) {
     if (more) *more = res.text, res.text = NULL;

@@ -80,6 +80,13 @@ def test_interactive_without_broker(env, tmp_path):
         child.send("n > 0\r")
         child.expect(r"\r\ntrue\r\n")
         child.expect_exact("moonwire> ")
+        # ... even one that catches errors
+        child.send("while true do pcall(function() while true do end end) end\r")
+        child.expect_exact("end) end")
+        child.expect(r"\r\n")
+        child.sendintr()
+        child.expect_exact("interrupted")
+        child.expect_exact("moonwire> ")
         child.send(".log on\r")
         child.expect_exact("shown here already")
         child.expect_exact("moonwire> ")
