@@ -44,6 +44,7 @@ static const field_t se_fields[] = {{"device", F_STRING, 0, 0, NULL},
                                     {"address", F_INT, 0x08, 0x77, NULL},
                                     {"sim", F_STRING, 0, 0, NULL},
                                     {NULL, 0, 0, 0, NULL}};
+static const field_t pkcs11_fields[] = {{"module", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t top_fields[] = {
     {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
@@ -51,6 +52,7 @@ static const field_t top_fields[] = {
     {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
+    {"pkcs11", F_TABLE, 0, 0, pkcs11_fields},
     {NULL, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -242,6 +244,7 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   cfg->se.device = get_str(L, t, "se", "device", NULL);
   cfg->se.sim = get_str(L, t, "se", "sim", NULL);
   if (get_int(L, t, "se", "address", &v)) cfg->se.address = (int)v;
+  cfg->pkcs11.module = get_str(L, t, "pkcs11", "module", NULL);
 
   if (ov && ov->thing) {
     free(cfg->thing);

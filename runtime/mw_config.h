@@ -44,6 +44,9 @@ typedef struct {
     char *sim;    /* simulator state file instead of a device */
   } se;
   char *log_level;
+  struct {
+    char *module; /* PKCS#11 module for pkcs11: keys without module-path= */
+  } pkcs11;
 } mw_config_t;
 
 void mw_config_defaults(mw_config_t *c);
