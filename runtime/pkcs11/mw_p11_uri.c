@@ -168,8 +168,8 @@ mw_status_t mw_p11_uri_parse(const char *s, mw_p11_uri_t *out, char *why, size_t
     while (left > 0) {
       const char *end = memchr(cur, sep, left);
       size_t n = end ? (size_t)(end - cur) : left;
-      if (n == 0) return fail(why, whylen, "pkcs11: URI: empty attribute (doubled '%c')", sep);
-      mw_status_t st = attribute(cur, n, out, why, whylen);
+      mw_status_t st = n == 0 ? fail(why, whylen, "pkcs11: URI: empty attribute (doubled '%c')", sep)
+                              : attribute(cur, n, out, why, whylen);
       if (st != MW_OK) {
         mw_p11_uri_clear(out);
         return st;
