@@ -163,11 +163,12 @@ static mw_status_t pkcs11_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY 
   return st;
 }
 
-/* Opens the secure element named by se.* when tls.key lives in it. */
+/*
+** Opens the secure element named by se.* (for tls.key and for moonwire.se, which finds it
+** in rt.se). With the TLS key in it, reconnects are never faster than every 5 s.
+*/
 static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
-  mw_keyref_t ref;
-  char why[256];
-  if (mw_keyref_parse(s->cfg.tls.key, &ref, why, sizeof why) != MW_OK || ref.kind != MW_KEY_TRUSTM) return 0;
+  if (!s->cfg.se.device && !s->cfg.se.sim) return 0;
   mw_trustm_config_t tc = {0};
   tc.device = s->cfg.se.device;
   tc.address = (uint8_t)s->cfg.se.address;
@@ -178,9 +179,13 @@ static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
                        s->se ? mw_trustm_last_error(s->se) : mw_status_str(st));
   }
   if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
+  s->rt.se = s->se;
   mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
+  mw_keyref_t ref;
+  char why[256];
   /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */
-  *backoff_floor = 5000;
+  if (mw_keyref_parse(s->cfg.tls.key, &ref, why, sizeof why) == MW_OK && ref.kind == MW_KEY_TRUSTM)
+    *backoff_floor = 5000;
   return 0;
 }
 
@@ -257,6 +262,7 @@ void mw_session_close(mw_session_t *s) {
   s->tls = NULL;
   mw_tls_set_key_loader(MW_KEY_TRUSTM, NULL, NULL);
   mw_tls_set_key_loader(MW_KEY_PKCS11, NULL, NULL);
+  s->rt.se = NULL;
   mw_trustm_close(s->se);
   s->se = NULL;
   mw_config_free(&s->cfg);
