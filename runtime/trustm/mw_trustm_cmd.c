@@ -29,22 +29,22 @@ mw_status_t mw__trustm_fail(mw_trustm_t *dev, mw_status_t st, const char *fmt, .
 
 /*
 ** Typical execution times of the commands that compute, before anything was measured:
-** the low end of the datasheet's class for P-256 (others take longer, which the learned
-** value then reflects). 0: short command, polled from the start.
+** a little under the datasheet's class for P-256 (~60 ms to sign; other curves take
+** longer, which the learned value then reflects). 0: short command, polled from the start.
 */
 static uint32_t default_expect_us(uint8_t cmd) {
   switch (cmd & 0x7F) {
-  case MW_TRUSTM_CMD_CALC_SIGN & 0x7F: return 50000;
-  case MW_TRUSTM_CMD_VERIFY_SIGN & 0x7F: return 65000;
-  case MW_TRUSTM_CMD_CALC_SSEC & 0x7F: return 50000;
-  case MW_TRUSTM_CMD_GEN_KEYPAIR & 0x7F: return 45000;
+  case MW_TRUSTM_CMD_CALC_SIGN & 0x7F: return 55000;
+  case MW_TRUSTM_CMD_VERIFY_SIGN & 0x7F: return 70000;
+  case MW_TRUSTM_CMD_CALC_SSEC & 0x7F: return 55000;
+  case MW_TRUSTM_CMD_GEN_KEYPAIR & 0x7F: return 50000;
   default: return 0;
   }
 }
 
 /*
 ** What to expect for cmd: the learned time, else the default. The learned value follows a
-** faster chip at once and a slower one by a quarter of the difference per command, so one
+** faster chip at once and a slower one by half the difference per command, so one
 ** command delayed by the security monitor does not make every later poll late; it is
 ** capped at 4x the default (a P-521 signature takes ~2.5x a P-256 one).
 */
@@ -57,7 +57,7 @@ static void learn(mw_trustm_t *dev, uint8_t cmd, uint32_t took) {
   uint32_t d = default_expect_us(cmd), *v = &dev->learned_us[cmd & 0x7F];
   if (!d || !took) return;
   uint32_t cur = *v ? *v : d;
-  cur = took <= cur ? took : cur + (took - cur) / 4;
+  cur = took <= cur ? took : cur + (took - cur) / 2;
   *v = cur > 4 * d ? 4 * d : cur;
 }
 

@@ -27,10 +27,14 @@ static uint64_t second_poll_at(const mw_trustm_link_t *l) {
   return l->expect_armed && l->expect_us ? l->sent_us + l->expect_us : 0;
 }
 
-/* The chip answered the armed frame: remember how long that took. */
+/*
+** The chip answered the armed frame: remember how long that took, counted to the start of
+** the poll that found the answer (not to the end of reading it, which would make the
+** estimate creep up by the read time with every command).
+*/
 static void observed(mw_trustm_link_t *l) {
   if (!l->expect_armed) return;
-  l->observed_us = (uint32_t)(mw__trustm_phys_now(l) - l->sent_us);
+  l->observed_us = (uint32_t)(l->ready_seen_us - l->sent_us);
   l->expect_armed = false;
 }
 
@@ -91,9 +95,11 @@ static mw_status_t wait_frame(mw_trustm_link_t *l, uint32_t idle_us, uint64_t ha
     if (mw__trustm_phys_now(l) >= hard_deadline) return MW_ERR_TIMEOUT;
     uint8_t flags;
     uint16_t avail;
+    uint64_t poll_at = mw__trustm_phys_now(l);
     mw_status_t st = mw__trustm_phys_state(l, &flags, &avail);
     if (st != MW_OK) return st;
     if ((flags & MW_TRUSTM_STATE_RESP_RDY) && avail > 0) {
+      l->ready_seen_us = poll_at;
       size_t want = avail > MW_TRUSTM_FRAME_MAX ? MW_TRUSTM_FRAME_MAX : avail;
       if ((st = mw__trustm_phys_read(l, MW_TRUSTM_REG_DATA, buf, want)) != MW_OK) return st;
       /* An over-long announcement cannot be a valid frame: hand back what fits, the parser rejects it. */
@@ -107,6 +113,8 @@ static mw_status_t wait_frame(mw_trustm_link_t *l, uint32_t idle_us, uint64_t ha
     if (then_at > now + interval && then_at < hard_deadline) {
       mw__trustm_phys_sleep(l, (uint32_t)(then_at - now));
       then_at = 0;
+      /* Past the expected end the answer is near: poll in steps of 1/32 of that time. */
+      if (l->expect_us / 32 > interval) interval = l->expect_us / 32 > POLL_MAX_US ? POLL_MAX_US : l->expect_us / 32;
       continue;
     }
     then_at = 0;

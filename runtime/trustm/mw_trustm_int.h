@@ -117,6 +117,7 @@ typedef struct {
   uint32_t expect_us;
   bool expect_armed;
   uint64_t sent_us;              /* when the last data frame was written */
+  uint64_t ready_seen_us;        /* start of the poll that last found a frame ready */
   uint32_t observed_us;
 } mw_trustm_link_t;
 
