@@ -21,10 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char why[256], red[2048], back[1400];
   mw_p11_uri_redact(s, red, sizeof red);
   /* every pin-value attribute of the redacted copy shows "***" and nothing else */
-  for (const char *p = red; (p = strstr(p, "pin-value=")) != NULL; p++) {
-    if (p == red || !strchr(":;?&", p[-1])) continue;
-    const char *v = p + 10;
-    if (strncmp(v, "***", 3) || (v[3] && !strchr(";&?", v[3]))) abort();
+  for (const char *q = red; (q = strstr(q, "pin-value=")) != NULL; q++) {
+    if (q == red || !strchr(":;?&", q[-1])) continue;
+    const char *val = q + 10;
+    if (strncmp(val, "***", 3) || (val[3] && !strchr(";&?", val[3]))) abort();
   }
   if (mw_p11_uri_parse(s, &u, why, sizeof why) == MW_OK) {
     mw_p11_uri_format((u.has & MW_P11_HAS_TOKEN) ? u.token : NULL, (u.has & MW_P11_HAS_OBJECT) ? u.object : NULL,
