@@ -31,6 +31,7 @@ void mw_config_free(mw_config_t *c) {
   free(c->will.payload);
   free(c->se.device);
   free(c->se.sim);
+  free(c->pkcs11.module);
   free(c->log_level);
   free(c->repl.socket);
   memset(c, 0, sizeof *c);
