@@ -198,8 +198,11 @@ function M.complete(word)
       partial = word
       if not word:match("^[%a_][%w_]*$") and word ~= "" then return "" end
       collect_keys(M.target_env(), keys, 0)
+      -- the modules by short name, without loading one just to complete its name
       for _, n in ipairs(M.module_names) do
-        if keys[n] == nil then keys[n] = module_value(n) end
+        if keys[n] == nil and (package.loaded[short[n]] ~= nil or package.preload[short[n]]) then
+          keys[n] = package.loaded[short[n]] or true
+        end
       end
       for k, val in pairs(keys) do
         if k:sub(1, #partial) == partial then add(k .. (type(val) == "function" and "(" or "")) end
@@ -264,7 +267,7 @@ commands.help = {
       "Enter Lua: statements run in the app's global environment, expressions print their",
       "values (=expr works too). A chunk continues over several lines until it is complete.",
       "The moonwire modules are there by short name: mqtt, json, log, timer, device, inspect,",
-      "app, shadow. `local` variables last for one entry; use globals to keep values.",
+      "app, shadow, se. `local` variables last for one entry; use globals to keep values.",
       "",
     }
     local rows = {}
