@@ -14,6 +14,7 @@
 #include "lb.h"
 #include "cli_session.h"
 #include "lb_app.h"
+#include "lb_repl_server.h"
 #include "lb_state.h"
 #include "mw_log.h"
 
@@ -43,6 +44,10 @@ int mw_cmd_run(int argc, char **argv) {
   char err[1024], appdir[PATH_MAX];
   snprintf(appdir, sizeof appdir, "%s", app);
   rc = mw_session_open(&s, o.config, &o.ov, o.level, dirname(appdir), on_event, NULL);
+  /* The REPL socket (docs/repl.md) comes first: a second runtime for the same thing stops here,
+     before its app has done anything. */
+  lb_repl_server_t *repl = NULL;
+  if (rc == MW_EXIT_OK && lb_repl_server_open(&s.rt, app, &repl, err, sizeof err) != 0) rc = mw_cli_fail("%s", err);
   /* The app registers its handlers first, so they are subscribed with the first CONNACK. */
   if (rc == MW_EXIT_OK) {
     lb_app_config_t ac;
@@ -50,6 +55,7 @@ int mw_cmd_run(int argc, char **argv) {
     if (lb_app_start(&s.rt, app, &ac, err, sizeof err) != 0) rc = mw_cli_fail("%s", err);
   }
   if (rc == MW_EXIT_OK) mw_session_run(&s, app);
+  lb_repl_server_close(repl);
   mw_session_close(&s);
   return rc;
 }

@@ -61,6 +61,7 @@ typedef struct mw_rt {
   int live_refs;            /* registry refs taken through lb_ref and not yet released */
   size_t mem_used, mem_limit, mem_peak;
   uint64_t started_ms;
+  struct mw_trustm *se;     /* the configuration's secure element (se = {...}), or NULL; borrowed */
   /* ---- budgets (bindings/lb_budget.c) and app versions (bindings/lb_app.c), issue 3 ---- */
   uint32_t budget_ms;        /* default wall-clock limit of one entry into Lua; 0: none */
   int quarantine_after;      /* budget stops before a handler is quarantined; 0: never */
@@ -84,7 +85,9 @@ typedef struct mw_rt {
   char warn_buf[512];        /* Lua warn() pieces being joined */
   size_t warn_len;
   int warn_off;
-  int (*interrupt_poll)(struct mw_rt *rt); /* polled by the budget hook while Lua runs; nonzero aborts the call */
+  /* Interrupt contract (docs/contracts, issues 3 and 6): polled by the budget hook while Lua runs;
+     nonzero aborts the running call with "interrupted". The REPL sets it while it evaluates. */
+  int (*interrupt_poll)(struct mw_rt *rt);
   void *interrupt_ud;
 } mw_rt_t;
 
@@ -149,6 +152,7 @@ int luaopen_moonwire_timer(lua_State *L);
 int luaopen_moonwire_mqtt(lua_State *L);
 int luaopen_moonwire_device(lua_State *L);
 int luaopen_moonwire_json(lua_State *L);
+int luaopen_moonwire_se(lua_State *L);
 
 /* MQTT events from the runtime (called by main.c's mw_mqtt event function). */
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev);

@@ -127,7 +127,7 @@ static void trip(lua_State *L, mw_rt_t *rt, lua_Debug *ar, lb_stop_t why) {
   f->tripped = why;
   char where[160] = "";
   if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0) snprintf(where, sizeof where, "%s:%d: ", ar->short_src, ar->currentline);
-  if (why == LB_STOP_INTERRUPT) snprintf(rt->trip_msg, sizeof rt->trip_msg, "interrupted");
+  if (why == LB_STOP_INTERRUPT) snprintf(rt->trip_msg, sizeof rt->trip_msg, "%sinterrupted", where);
   else snprintf(rt->trip_msg, sizeof rt->trip_msg, "%stime limit exceeded (%u ms)", where, (unsigned)f->limit_ms);
   /* From now on every instruction raises, in whichever thread runs. */
   hook_all(rt);

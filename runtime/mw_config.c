@@ -20,6 +20,7 @@ void mw_config_defaults(mw_config_t *c) {
   c->lua.quarantine_after = 3;
   c->lua.watch = true;
   c->lua.debounce_ms = 50;
+  c->repl.enabled = true;
 }
 
 void mw_config_free(mw_config_t *c) {
@@ -35,7 +36,9 @@ void mw_config_free(mw_config_t *c) {
   free(c->will.payload);
   free(c->se.device);
   free(c->se.sim);
+  free(c->pkcs11.module);
   free(c->log_level);
+  free(c->repl.socket);
   memset(c, 0, sizeof *c);
 }
 

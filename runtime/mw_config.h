@@ -54,6 +54,13 @@ typedef struct {
     int rollback_errors;        /* > this many handler errors ... */
     uint32_t rollback_within_s; /* ... within this long after a reload: roll back; 0: off */
   } lua;
+  struct {
+    bool enabled; /* the REPL socket of `moonwire run` (docs/repl.md); true by default */
+    char *socket; /* explicit socket path; NULL: the default for the thing */
+  } repl;
+  struct {
+    char *module; /* PKCS#11 module for pkcs11: keys without module-path= */
+  } pkcs11;
 } mw_config_t;
 
 void mw_config_defaults(mw_config_t *c);
