@@ -126,7 +126,8 @@ static void trip(lua_State *L, mw_rt_t *rt, lua_Debug *ar, lb_stop_t why) {
   lb_frame_t *f = &rt->call;
   f->tripped = why;
   char where[160] = "";
-  if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0) snprintf(where, sizeof where, "%s:%d: ", ar->short_src, ar->currentline);
+  if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+    snprintf(where, sizeof where, "%s:%d: ", ar->short_src, ar->currentline);
   if (why == LB_STOP_INTERRUPT) snprintf(rt->trip_msg, sizeof rt->trip_msg, "%sinterrupted", where);
   else snprintf(rt->trip_msg, sizeof rt->trip_msg, "%stime limit exceeded (%u ms)", where, (unsigned)f->limit_ms);
   /* From now on every instruction raises, in whichever thread runs. */
@@ -165,7 +166,8 @@ void lb_budget_install(lua_State *L) {
     sa.sa_handler = on_timer_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(budget_signal, &sa, NULL) != 0) MW_LOGE("lua", "cannot install the budget signal: %s", strerror(errno));
+    if (sigaction(budget_signal, &sa, NULL) != 0)
+      MW_LOGE("lua", "cannot install the budget signal: %s", strerror(errno));
   }
   /* To this thread only: it owns the Lua state (libuv may have others for its thread pool). */
   struct sigevent sev;

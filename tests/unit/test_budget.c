@@ -92,7 +92,8 @@ static void test_pcall_cannot_swallow_the_stop(void) {
       "local function f() return pcall(f) end while true do f() end",
       "while true do pcall(string.gsub, 'aaa', 'a', function() while true do end end) end",
       "while true do pcall(table.sort, {3, 2, 1}, function(a, b) while true do end end) end",
-      "setmetatable(_G, {__index = function() while true do end end}) while true do pcall(function() return nope end) end",
+      "setmetatable(_G, {__index = function() while true do end end}) "
+      "while true do pcall(function() return nope end) end",
       NULL};
   setup(50, 32u << 20);
   for (int i = 0; sneaky[i]; i++) {
