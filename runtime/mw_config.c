@@ -15,6 +15,12 @@ void mw_config_defaults(mw_config_t *c) {
   c->limits.max_payload = 128 * 1024; /* AWS IoT: 128 KB payloads */
   c->limits.lua_memory = 32u << 20;
   c->se.address = 0x30;
+  c->lua.budget_ms = 200;
+  c->lua.load_budget_ms = 1000;
+  c->lua.quarantine_after = 3;
+  c->lua.watch = true;
+  c->lua.debounce_ms = 50;
+  c->repl.enabled = true;
   c->broker.protocol = 4;
   c->outbox.sync = 2;                 /* FULL: a car's normal way to stop is losing power */
   c->outbox.max_messages = 100000;
@@ -37,7 +43,9 @@ void mw_config_free(mw_config_t *c) {
   free(c->will.payload);
   free(c->se.device);
   free(c->se.sim);
+  free(c->pkcs11.module);
   free(c->log_level);
+  free(c->repl.socket);
   free(c->outbox.path);
   memset(c, 0, sizeof *c);
 }

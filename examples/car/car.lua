@@ -1,10 +1,13 @@
 -- A small connected car: reports telemetry every second, obeys commands on
 -- cars/<thing>/cmd, and slows down when another car comes close.
+-- Edit this file while the demo runs: the runtime reloads it, and the car keeps its place,
+-- speed and battery because they live in app.state.
 local mqtt = require "moonwire.mqtt"
 local timer = require "moonwire.timer"
 local json = require "moonwire.json"
 local log = require "moonwire.log"
 local device = require "moonwire.device"
+local app = require "moonwire.app"
 local track = require "track"
 
 local me = device.thing
@@ -13,7 +16,7 @@ local TICK = 1.0        -- seconds between telemetry reports
 local CLOSE = 30        -- metres: closer than this, another car makes us yield
 local YIELD_SPEED = 10  -- km/h while yielding
 
-local car = {
+app.state.car = app.state.car or {
   angle = settings.start_angle or 0,
   direction = settings.direction or 1,
   target = settings.speed or 40, -- km/h the driver asked for
@@ -22,6 +25,7 @@ local car = {
   yielding_until = 0,
   seq = 0,
 }
+local car = app.state.car
 
 local function now_s() return timer.now() / 1000 end
 
@@ -105,5 +109,5 @@ end)
 
 mqtt.on("disconnect", function(reason) log.warn("offline:", reason) end)
 
-log.info(("%s ready: target %d km/h, %s"):format(me, car.target,
+log.info(("%s ready (version %d): target %d km/h, %s"):format(me, app.version, car.target,
   car.direction > 0 and "counter-clockwise" or "clockwise"))

@@ -54,7 +54,8 @@ def test_poison_message_is_dead_lettered_and_the_connection_stops_cycling(make_b
     peer = client("dispatcher", broker=broker)
     peer.subscribe("cars/car-01/#")
     db = tmp_path / "outbox.db"
-    app = moonwire(POISON_APP, broker=broker,
+    env = mwtest.repl_env(tmp_path)
+    app = moonwire(POISON_APP, broker=broker, env=env,
                    config={"reconnect": {"base_ms": 100, "cap_ms": 300},
                            "outbox": {"path": str(db), "poison_budget": 3},
                            "app": {"poison_at": 20, "poison_size": 4000, "last": 150}})
@@ -78,7 +79,6 @@ def test_poison_message_is_dead_lettered_and_the_connection_stops_cycling(make_b
     # The connection has stopped cycling.
     time.sleep(1.0)
     assert app.wait_for_output(r"state seq=150 pending=0 dead=1 strikes=3 connects=4", timeout=5)
-    assert mwtest.free_port  # (keeps flake8 quiet about the import)
 
     cfg = str(app.config_path)
     r = mwtest.run_moonwire("outbox", "list", "--config", cfg)
@@ -97,11 +97,18 @@ def test_poison_message_is_dead_lettered_and_the_connection_stops_cycling(make_b
     app.wait_for_output(r"state seq=150 pending=0 dead=1 strikes=6 connects=7", timeout=30)
     assert len(re.findall(r"DEAD id=\d+ topic=cars/car-01/blob", app.stderr())) == 2
 
-    r = mwtest.run_moonwire("outbox", "drop", "all", "--config", cfg)
-    assert r.returncode == 0 and "dropped" in r.stdout
+    # The REPL inside the running device lists it and drops it.
+    r = mwtest.attach(env, "car-01", input=".outbox\n")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"1 dead letter\(s\):", r.stdout) and "cars/car-01/blob" in r.stdout, r.stdout
+    second = int(re.findall(r"DEAD id=(\d+) topic=cars/car-01/blob", app.stderr())[-1])
+    r = mwtest.attach(env, "car-01", "-e", f"return mqtt.drop({second})")
+    assert r.stdout.strip() == "true", r.stdout + r.stderr
     app.wait_for_output(r"state seq=150 pending=0 dead=0", timeout=10)
     r = mwtest.run_moonwire("outbox", "list", "--config", cfg)
     assert "dead letters: 0 message(s)" in r.stdout
+    r = mwtest.run_moonwire("outbox", "drop", "all", "--config", cfg)
+    assert r.returncode == 0 and "no dead letters" in r.stdout
 
 
 REFUSED_APP = r'''
