@@ -201,9 +201,12 @@ void mw_p11_uri_redact(const char *s, char *out, size_t cap) {
     out[o++] = s[i];
     /* at the start of an attribute named pin-value: copy the name, hide the value */
     if (uri && (s[i] == ':' || s[i] == ';' || s[i] == '?' || s[i] == '&') && !strncmp(s + i + 1, "pin-value=", 10)) {
-      i++;
-      for (const char *t = "pin-value=***"; *t && o + 1 < cap; t++) out[o++] = *t;
-      i += 10;
+      static const char marker[] = "pin-value=***";
+      /* A marker cut short by a full buffer would look like a value: stop before it instead. */
+      if (o + sizeof marker > cap) break;
+      memcpy(out + o, marker, sizeof marker - 1);
+      o += sizeof marker - 1;
+      i += 11;
       while (s[i] && s[i] != ';' && s[i] != '&' && s[i] != '?') i++;
       continue;
     }
