@@ -35,9 +35,9 @@ static int check_vars(const char *f, const char *where, char *err, size_t errlen
   for (const char *p = f; (p = strstr(p, "${")) != NULL;) {
     const char *end = strchr(p, '}');
     if (!end) return perr(err, errlen, "%s: unterminated ${ in '%s'", where, f);
+    static const char v1[] = "thing", v2[] = "iot:Connection.Thing.ThingName";
     size_t n = (size_t)(end - p - 2);
-    if (!((n == 5 && !strncmp(p + 2, "thing", 5)) ||
-          (n == 31 && !strncmp(p + 2, "iot:Connection.Thing.ThingName", 31))))
+    if (!((n == sizeof v1 - 1 && !strncmp(p + 2, v1, n)) || (n == sizeof v2 - 1 && !strncmp(p + 2, v2, n))))
       return perr(err, errlen, "%s: unknown variable in '%s' (known: ${thing}, ${iot:Connection.Thing.ThingName})",
                   where, f);
     p = end + 1;

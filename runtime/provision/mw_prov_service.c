@@ -253,7 +253,7 @@ mw_status_t mw_prov_service_open(const mw_prov_config_t *cfg, mw_prov_service_t 
   if (RAND_bytes(r, sizeof r) != 1) memset(r, 0, sizeof r);
   char h[13];
   hexify(r, sizeof r, h);
-  snprintf(svc->corr_prefix, sizeof svc->corr_prefix, "mwprov-%s", h);
+  snprintf(svc->corr_prefix, sizeof svc->corr_prefix, "mwprov-%.12s", cfg->instance ? cfg->instance : h);
   int i = 0;
   svc->filters[i++] = "$aws/certificates/create-from-csr/+";
   svc->filters[i++] = "$aws/certificates/create/+";

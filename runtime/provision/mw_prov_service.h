@@ -48,6 +48,7 @@ typedef struct {
   int cert_days;               /* validity of issued certificates; 0: 825 */
   int token_ttl_s;             /* ownership token lifetime; 0: 3600 (AWS IoT: one hour) */
   int admin_timeout_ms;        /* wait for the dynamic-security plugin; 0: 10000 */
+  const char *instance;        /* tag of this service in correlationData; NULL: random */
 } mw_prov_config_t;
 
 typedef struct mw_prov_service mw_prov_service_t;
