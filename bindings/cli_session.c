@@ -126,6 +126,7 @@ static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
                        s->se ? mw_trustm_last_error(s->se) : mw_status_str(st));
   }
   if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
+  s->rt.se = s->se; /* shared with moonwire.pki, so provisioning uses the same chip handle */
   mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
   /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */
   *backoff_floor = 5000;

@@ -37,6 +37,7 @@ typedef struct mw_rt {
   int live_refs;            /* registry refs taken through lb_ref and not yet released */
   size_t mem_used, mem_limit, mem_peak;
   uint64_t started_ms;
+  struct mw_trustm *se;     /* the secure element the runtime has open (borrowed), or NULL */
 } mw_rt_t;
 
 /* Sets/gets the context stored in the registry. */
@@ -73,6 +74,8 @@ int luaopen_moonwire_timer(lua_State *L);
 int luaopen_moonwire_mqtt(lua_State *L);
 int luaopen_moonwire_device(lua_State *L);
 int luaopen_moonwire_json(lua_State *L);
+int luaopen_moonwire_pki(lua_State *L);
+int luaopen_moonwire_connection(lua_State *L);
 
 /* MQTT events from the runtime (called by main.c's mw_mqtt event function). */
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev);

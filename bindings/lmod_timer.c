@@ -51,7 +51,8 @@ static int start(lua_State *L, int repeat) {
   /* Box first, closed, with its metatable: an error from here on cannot leak the handle. */
   ltimer_t *t = lua_newuserdatauv(L, sizeof *t, 0);
   t->h = NULL;
-  t->L = L;
+  /* The main state, never L: a timer made inside a coroutine fires while it is suspended. */
+  t->L = rt->L;
   t->fn_ref = t->self_ref = LUA_NOREF;
   t->repeat = repeat;
   luaL_setmetatable(L, LB_MT_TIMER);

@@ -14,6 +14,11 @@ static const mw_command_t commands[] = {
     {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
      mw_usage_shadow_service},
     {"se", mw_cmd_se, "the OPTIGA Trust M secure element: info, random, keygen, pubkey", mw_usage_se},
+    {"provision", mw_cmd_provision, "run a provisioning flow: new key, certificate, thing, verified switch-over",
+     mw_usage_provision},
+    {"provisioning-service", mw_cmd_provisioning_service,
+     "serve AWS IoT Fleet Provisioning on the local broker (certificates, templates, things)",
+     mw_usage_provisioning_service},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -52,7 +57,7 @@ static void print_help(FILE *f) {
           "       moonwire --help | --version\n\n"
           "Moonwire runs Lua device apps over mutual-TLS MQTT (AWS IoT Core or a local broker).\n\n"
           "Commands:\n");
-  for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-21s %s\n", commands[i].name, commands[i].summary);
   fprintf(f,
           "\nRun 'moonwire COMMAND --help' for a command's options.\n"
           "Exit status: 0 success, 1 runtime failure, 2 usage error.\n");
