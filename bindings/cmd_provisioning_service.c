@@ -40,6 +40,7 @@ const char mw_usage_provisioning_service[] =
     "      --db FILE           state database (default: provisioning.db)\n"
     "      --cert-days N       validity of issued certificates in days (default 825)\n"
     "      --token-ttl SECONDS lifetime of ownership tokens (default 3600)\n"
+    "      --admin-timeout SECONDS  wait for the broker's plugin (default 10)\n"
     "      --list              print the certificates and things in --db and exit\n"
     "  -b, --broker HOST:PORT  override broker.host and broker.port\n"
     "  -t, --thing NAME        override the identity name\n"
@@ -49,7 +50,7 @@ const char mw_usage_provisioning_service[] =
 
 typedef struct {
   const char *ca, *templates, *policy, *jitp, *db;
-  int no_admin, no_keys, list, cert_days, token_ttl;
+  int no_admin, no_keys, list, cert_days, token_ttl, admin_timeout;
 } svc_opts_t;
 
 typedef struct {
@@ -160,7 +161,7 @@ static int take_options(int *argc, char **argv, svc_opts_t *o) {
     else if (!strcmp(a, "--policy")) slot = &o->policy;
     else if (!strcmp(a, "--jitp-template")) slot = &o->jitp;
     else if (!strcmp(a, "--db")) slot = &o->db;
-    else if (!strcmp(a, "--cert-days") || !strcmp(a, "--token-ttl")) slot = &num;
+    else if (!strcmp(a, "--cert-days") || !strcmp(a, "--token-ttl") || !strcmp(a, "--admin-timeout")) slot = &num;
     else if (!strcmp(a, "--no-broker-admin")) o->no_admin = 1;
     else if (!strcmp(a, "--no-create-keys")) o->no_keys = 1;
     else if (!strcmp(a, "--list")) o->list = 1;
@@ -172,8 +173,9 @@ static int take_options(int *argc, char **argv, svc_opts_t *o) {
     if (i + 1 >= *argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
     *slot = argv[++i];
     if (slot == &num) {
-      int rc = !strcmp(a, "--cert-days") ? parse_int(cmd, a, num, 1, 36500, &o->cert_days)
-                                         : parse_int(cmd, a, num, 1, 30 * 86400, &o->token_ttl);
+      int rc = !strcmp(a, "--cert-days")   ? parse_int(cmd, a, num, 1, 36500, &o->cert_days)
+               : !strcmp(a, "--token-ttl") ? parse_int(cmd, a, num, 1, 30 * 86400, &o->token_ttl)
+                                           : parse_int(cmd, a, num, 1, 600, &o->admin_timeout);
       if (rc) return rc;
     }
   }
@@ -215,6 +217,7 @@ int mw_cmd_provisioning_service(int argc, char **argv) {
     pc.create_keys = !so.no_keys;
     pc.cert_days = so.cert_days;
     pc.token_ttl_s = so.token_ttl;
+    pc.admin_timeout_ms = so.admin_timeout * 1000;
     if (mw_prov_service_open(&pc, &c.svc, err, sizeof err) != MW_OK) rc = mw_cli_fail("%s", err);
     else if (!pc.broker_admin)
       MW_LOGW("provision", "%s: registered things get no broker rights from this service",

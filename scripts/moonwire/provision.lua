@@ -99,6 +99,7 @@ local function finish(task, ok, res)
     end
   end
   task.cleanup = {}
+  if not ok and not task.on_done then log.warn("flow " .. tostring(task.name) .. ": " .. tostring(res)) end
   if task.on_done then
     local okcb, err = pcall(task.on_done, task)
     if not okcb then log.error("flow", task.name, "on_done failed:", err) end
@@ -480,7 +481,7 @@ end
 function M.create_certificate_from_csr(conn, csr, opts)
   running_task("create_certificate_from_csr")
   local info, err, code = pki.csr_info(csr)
-  if not info then return nil, err, code end
+  if not info then return nil, "the CSR does not verify: " .. tostring(err), code end
   local o = copy(opts or {})
   -- Answers reach every client subscribed to the topic on a plain broker: ours is the one
   -- whose certificate carries our public key.
@@ -667,13 +668,17 @@ local function shadow_request(conn, thing, timeout)
   return table.unpack(r, 1, r.n)
 end
 
--- prov.verify(staged [, {shadow = true, timeout = 10}]) -> {thing, shadow = "found"|"none"|nil, version}
+-- prov.verify(staged [, {shadow = true, timeout = 10, client_id = thing}]) -> {thing, shadow = "found"|"none"|nil, version}
 -- Connects with the new identity and reads its shadow: the broker accepts the certificate
 -- and the key, and the thing's policy lets it at its own topics.
 function M.verify(staged, opts)
   running_task("verify")
   opts = opts or {}
   local cfg = staged.config or staged
+  if opts.client_id then
+    cfg = copy(cfg)
+    cfg.client_id = opts.client_id
+  end
   local thing = cfg.thing
   local conn, err, code = M.connect(cfg, { timeout = opts.connect_timeout or CONNECT_TIMEOUT })
   if not conn then return nil, "the new identity cannot connect: " .. tostring(err), code end

@@ -32,6 +32,8 @@ return {
     dir = { help = "folder for the certificate (default: the configuration's folder)" },
     cn = { help = "CN of the CSR (default: the thing name)" },
     verify_shadow = { default = "yes", help = "read the thing's shadow when verifying (yes/no)" },
+    client_id = { help = "client id of the flow's own connections (default: the thing name; another one lets "
+                         .. "the running app keep its session, where the broker's policy allows it)" },
   },
   run = function(f, p)
     local cur = f.config
@@ -55,7 +57,12 @@ return {
       key = f.keygen { backend = backend, slot = slot, se = prov.copy(cur.se), in_use = { current_key } }
     end
     local csr = f.csr(key, { cn = p.cn or cur.thing })
-    local conn = f.connect(cur)
+    local me = cur
+    if p.client_id then
+      me = prov.copy(cur)
+      me.client_id = p.client_id
+    end
+    local conn = f.connect(me)
     local cert = f.create_certificate_from_csr(conn, csr)
     local thing = f.register_thing(conn, template, { token = cert.ownership_token, parameters = params })
     f.disconnect(conn)
@@ -73,7 +80,7 @@ return {
       provisioning = { flow = "rotate", template = template, parameters = params,
                        previous_certificate_id = info.certificate_id },
     })
-    f.verify(staged, { shadow = p.verify_shadow ~= "no" })
+    f.verify(staged, { shadow = p.verify_shadow ~= "no", client_id = p.client_id })
     return f.commit(staged)
   end,
 }
