@@ -210,6 +210,19 @@ int mw_cmd_provision(int argc, char **argv) {
   lua_setfield(L, -2, "dry_run");
   lb_config_push(L);
   lua_setfield(L, -2, "config");
+  /* What --broker / --thing changed, so the flow's copy of the configuration says it too. */
+  lua_createtable(L, 0, 3);
+  if (o.ov.broker) {
+    lua_pushstring(L, cfg.broker.host);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, cfg.broker.port);
+    lua_setfield(L, -2, "port");
+  }
+  if (o.ov.thing) {
+    lua_pushstring(L, cfg.thing);
+    lua_setfield(L, -2, "thing");
+  }
+  lua_setfield(L, -2, "overrides");
   if (push_params(L, nparams, params) != 0) {
     lua_pop(L, 2);
     rc = MW_EXIT_USAGE;

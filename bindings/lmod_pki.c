@@ -22,6 +22,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "lb.h"
@@ -197,6 +198,8 @@ static mw_status_t chip_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *p
 static int chip_gc(lua_State *L) {
   chip_t *c = luaL_checkudata(L, 1, MT_CHIP);
   if (c->dev) {
+    mw_rt_t *rt = lb_rt(L);
+    if (rt && rt->se == c->dev) rt->se = NULL;
     mw_tls_set_key_loader(MW_KEY_TRUSTM, NULL, NULL);
     mw_trustm_close(c->dev);
     c->dev = NULL;
@@ -236,6 +239,8 @@ static mw_trustm_t *open_chip(lua_State *L, const char *device, const char *sim,
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CHIP_KEY);
   mw_tls_set_key_loader(MW_KEY_TRUSTM, chip_key_loader, c->dev);
+  /* The runtime's chip from now on, for every module that asks for it. */
+  lb_rt(L)->se = c->dev;
   return c->dev;
 }
 
@@ -663,13 +668,26 @@ static int lpki_key_matches(lua_State *L) {
   return 1;
 }
 
+/* pki.sha256(data) -> lowercase hex */
+static int lpki_sha256(lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  unsigned char md[32];
+  char hex[65];
+  SHA256((const unsigned char *)data, len, md);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 int luaopen_moonwire_pki(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"keygen_file", lpki_keygen_file}, {"public_key", lpki_public_key}, {"csr", lpki_csr},
       {"csr_info", lpki_csr_info},       {"cert_info", lpki_cert_info},   {"issue", lpki_issue},
       {"key_matches", lpki_key_matches}, {"write_file", lpki_write_file}, {"rename", lpki_rename},
       {"se_open", lpki_se_open},         {"se_gen_key", lpki_se_gen_key}, {"se_pubkey", lpki_se_pubkey},
-      {"se_store_cert", lpki_se_store_cert}, {"se_read_cert", lpki_se_read_cert}, {NULL, NULL},
+      {"se_store_cert", lpki_se_store_cert}, {"se_read_cert", lpki_se_read_cert}, {"sha256", lpki_sha256},
+      {NULL, NULL},
   };
   luaL_newlib(L, fns);
   return 1;

@@ -33,6 +33,7 @@ typedef struct pending {
   char cn[MW_PROV_CN_MAX + 1];
   char token_hash[65];
   char *cert_pem; /* JITP: recorded at commit */
+  char reqid[17];
   mw_prov_outcome_t out;
   cJSON *acls;
 } pending_t;
@@ -52,6 +53,7 @@ struct mw_prov_service {
   int64_t probe_deadline_ms;
   int64_t last_prune_s;
   mw_prov_stats_t stats;
+  char reqid[17]; /* of the request being answered ("" for none) */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -90,8 +92,17 @@ static int new_token(char out[48]) {
   return 1;
 }
 
-static void emit_json(mw_prov_emit_fn emit, void *ud, const char *base, const char *suffix, cJSON *body) {
+/*
+** Every answer names the request it answers ("moonwireRequestId": the first 16 hex digits of
+** the SHA-256 of the request's CSR, token or certificate). AWS IoT sends an answer only to the
+** requester; a plain broker sends it to every client subscribed to the topic, so devices
+** sharing a claim certificate need this to tell their answers from the others'. It is an
+** extra field; clients that do not know it ignore it.
+*/
+static void emit_json(mw_prov_service_t *svc, mw_prov_emit_fn emit, void *ud, const char *base, const char *suffix,
+                      cJSON *body) {
   char topic[TOPIC_MAX + 16];
+  if (body && svc->reqid[0]) cJSON_AddStringToObject(body, "moonwireRequestId", svc->reqid);
   snprintf(topic, sizeof topic, "%s/%s", base, suffix);
   char *text = body ? cJSON_PrintUnformatted(body) : NULL;
   if (text) emit(ud, topic, text, strlen(text));
@@ -109,7 +120,7 @@ static void reject(mw_prov_service_t *svc, mw_prov_emit_fn emit, void *ud, const
   }
   svc->stats.rejected++;
   MW_LOGI("provision", "%s rejected: %d %s: %s", base, e->status, e->code, e->message);
-  emit_json(emit, ud, base, "rejected", b);
+  emit_json(svc, emit, ud, base, "rejected", b);
   cJSON_Delete(b);
 }
 
@@ -364,7 +375,7 @@ static void finish_issue(mw_prov_service_t *svc, const char *base, mw_prov_cert_
   }
   svc->stats.accepted++;
   MW_LOGI("provision", "issued certificate %.12s… CN=%s (%s), pending activation", cert->id, cn, source);
-  emit_json(emit, ud, base, "accepted", b);
+  emit_json(svc, emit, ud, base, "accepted", b);
   if (b && key_pem) {
     /* Do not leave the private key in freed memory. */
     char *k = cJSON_GetObjectItemCaseSensitive(b, "privateKey")->valuestring;
@@ -538,7 +549,7 @@ static void commit_registration(mw_prov_service_t *svc, pending_t *p, int64_t no
   svc->stats.accepted++;
   MW_LOGI("provision", "registered thing %s with certificate %.12s… (CN=%s, %s, template %s)", p->out.thing_name,
           p->cert_id, p->cn, p->out.certificate_active ? "active" : "inactive", p->template_name);
-  emit_json(emit, ud, p->reply, "accepted", b);
+  emit_json(svc, emit, ud, p->reply, "accepted", b);
   cJSON_Delete(b);
 }
 
@@ -632,6 +643,7 @@ static void start_registration(mw_prov_service_t *svc, req_kind_t kind, const ch
   snprintf(p->cert_id, sizeof p->cert_id, "%s", cert_id);
   snprintf(p->cn, sizeof p->cn, "%s", cn);
   snprintf(p->token_hash, sizeof p->token_hash, "%s", token_hash ? token_hash : "");
+  memcpy(p->reqid, svc->reqid, sizeof p->reqid);
   if (cert_pem && !(p->cert_pem = strdup(cert_pem))) {
     pending_free(p);
     internal(svc, emit, ud, base);
@@ -851,12 +863,14 @@ static mw_status_t handle_admin_response(mw_prov_service_t *svc, const void *pay
     int step = atoi(end + 1);
     for (pending_t *p = svc->pending; p; p = p->next) {
       if (p->seq != seq) continue;
+      memcpy(svc->reqid, p->reqid, sizeof svc->reqid);
       if (p->stage == 1 && step == 0) on_lookup(svc, p, r, now_ms, emit, ud);
       else if (p->stage == 2 && step == 1) on_writes(svc, p, responses, now_ms, emit, ud);
       break; /* p may be gone now */
     }
   }
   cJSON_Delete(root);
+  svc->reqid[0] = 0;
   return MW_OK;
 }
 
@@ -879,7 +893,9 @@ void mw_prov_service_tick(mw_prov_service_t *svc, int64_t now_ms, mw_prov_emit_f
     char why[128];
     snprintf(why, sizeof why, "no answer within %d ms (may this service publish to %s?)", svc->cfg.admin_timeout_ms,
              MW_PROV_DYNSEC_TOPIC);
+    memcpy(svc->reqid, p->reqid, sizeof svc->reqid);
     admin_failed(svc, p, why, emit, ud);
+    svc->reqid[0] = 0;
     pending_unlink(svc, p);
     pending_free(p);
   }
@@ -961,12 +977,23 @@ mw_status_t mw_prov_service_handle(mw_prov_service_t *svc, const char *topic, si
     return MW_OK;
   }
   int64_t now_s = now_s_of(now_ms);
+  static const char *const id_field[] = {[REQ_CSR] = "certificateSigningRequest", [REQ_KEYS] = NULL,
+                                         [REQ_REGISTER] = "certificateOwnershipToken", [REQ_JITP] = "certificatePem"};
+  const cJSON *idv = id_field[kind] ? cJSON_GetObjectItemCaseSensitive(req, id_field[kind]) : NULL;
+  svc->reqid[0] = 0;
+  if (cJSON_IsString(idv) && idv->valuestring[0]) {
+    char h[65];
+    sha256_hex(idv->valuestring, strlen(idv->valuestring), h);
+    memcpy(svc->reqid, h, 16);
+    svc->reqid[16] = 0;
+  }
   switch (kind) {
   case REQ_CSR: handle_csr(svc, base, req, now_s, emit, ud); break;
   case REQ_KEYS: handle_keys(svc, base, now_s, emit, ud); break;
   case REQ_REGISTER: handle_register(svc, base, name, req, now_ms, emit, ud); break;
   case REQ_JITP: handle_jitp(svc, base, req, now_ms, emit, ud); break;
   }
+  svc->reqid[0] = 0;
   cJSON_Delete(req);
   return MW_OK;
 }

@@ -23,6 +23,12 @@ local log = require "moonwire.log"
 
 local M = {}
 
+-- Progress lines are tagged "provision:" like the runtime's own: called through pcall, log
+-- finds no Lua caller to name, so the line carries no provision.lua:LINE of ours.
+local function say(level, ...)
+  pcall(log[level], "provision:", ...)
+end
+
 local DEFAULT_TIMEOUT = 10  -- seconds, for one request/answer
 local CONNECT_TIMEOUT = 20
 
@@ -99,10 +105,10 @@ local function finish(task, ok, res)
     end
   end
   task.cleanup = {}
-  if not ok and not task.on_done then log.warn("flow " .. tostring(task.name) .. ": " .. tostring(res)) end
+  if not ok and not task.on_done then say("warn", "flow " .. tostring(task.name) .. ": " .. tostring(res)) end
   if task.on_done then
     local okcb, err = pcall(task.on_done, task)
-    if not okcb then log.error("flow", task.name, "on_done failed:", err) end
+    if not okcb then say("error", "flow", task.name, "on_done failed:", err) end
   end
 end
 
@@ -136,6 +142,8 @@ function M.parse_pairs(text)
 end
 
 M.dirname = function(path) return path:match("^(.*)/[^/]*$") or "." end
+
+local function request_id(text) return pki.sha256(text):sub(1, 16) end
 
 local function short_id(id) return type(id) == "string" and id:sub(1, 12) .. "…" or tostring(id) end
 
@@ -329,15 +337,21 @@ function Conn:request(base, payload, opts)
   if not ok then return nil, err, code end
   local r = table.pack(suspend(self.task, timeout, base, function(resolve)
     self.waiting = resolve
+    -- The local service names the request it answers (moonwireRequestId); AWS IoT answers
+    -- only the requester and sends no such field.
+    local function theirs(body)
+      return opts.request_id and type(body.moonwireRequestId) == "string" and body.moonwireRequestId ~= opts.request_id
+    end
     self.handlers[acc] = function(ev)
       local body = json.decode(ev.payload)
       if type(body) ~= "table" then resolve(nil, "malformed answer on " .. ev.topic, "EPROTO") return end
-      if opts.accept and not opts.accept(body) then return end -- another device's answer
+      if theirs(body) or (opts.accept and not opts.accept(body)) then return end -- another device's answer
       resolve(body)
     end
     self.handlers[rej] = function(ev)
       local body = json.decode(ev.payload)
       if type(body) ~= "table" then resolve(nil, "malformed answer on " .. ev.topic, "EPROTO") return end
+      if theirs(body) then return end
       resolve(nil, tostring(body.errorMessage or "rejected"), tostring(body.errorCode or "Rejected"),
               math.tointeger(body.statusCode))
     end
@@ -483,8 +497,9 @@ function M.create_certificate_from_csr(conn, csr, opts)
   local info, err, code = pki.csr_info(csr)
   if not info then return nil, "the CSR does not verify: " .. tostring(err), code end
   local o = copy(opts or {})
-  -- Answers reach every client subscribed to the topic on a plain broker: ours is the one
-  -- whose certificate carries our public key.
+  o.request_id = request_id(csr)
+  -- Answers reach every client subscribed to the topic on a plain broker: ours is also the
+  -- one whose certificate carries our public key.
   o.accept = function(body)
     local ci = type(body.certificatePem) == "string" and pki.cert_info(body.certificatePem)
     return ci and ci.public_key == info.public_key
@@ -527,6 +542,7 @@ function M.register_thing(conn, template, opts)
     params[k] = tostring(v)
   end
   local o = copy(opts)
+  o.request_id = request_id(opts.token)
   if opts.expect_thing then
     o.accept = function(body) return body.thingName == opts.expect_thing end
   end
@@ -549,6 +565,7 @@ function M.register_certificate(conn, cert, opts)
   local info, err, code = pki.cert_info(pem)
   if not info then return nil, err, code end
   local o = copy(opts or {})
+  o.request_id = request_id(pem)
   o.accept = function(body) return body.certificateId == info.id end
   local body, msg, ecode, status = conn:request("moonwire/certificates/register/json",
     json.encode({ certificatePem = pem }), o)
@@ -798,12 +815,12 @@ local function make_context(task, flow, params, opts)
         task.out(string.format("  %2d. %-28s %s", task.n, name, table.concat(shown, "  ")))
         return placeholder(string.format("step %d %s", task.n, name))
       end
-      log.info(string.format("step %d %s ...", task.n, name))
+      say("info", string.format("step %d %s ...", task.n, name))
       local r, msg, code, status = M[name](table.unpack(args, 1, args.n))
       if r == nil then
         error(setmetatable({ step = name, n = task.n, message = msg, code = code, status = status }, StepError), 0)
       end
-      log.info(string.format("step %d %s: %s", task.n, name, summary(name, r, args)))
+      say("info", string.format("step %d %s: %s", task.n, name, summary(name, r, args)))
       return r
     end
   end
@@ -923,6 +940,12 @@ function M._main(args)
     return { finished = true, exit_code = 2, message = err }
   end
   local cfg = args.config and copy(args.config) or nil
+  local ov = args.overrides or {}
+  if cfg and ov.host then
+    cfg.broker = cfg.broker or {}
+    cfg.broker.host, cfg.broker.port = ov.host, ov.port
+  end
+  if cfg and ov.thing then cfg.thing, cfg.client_id = ov.thing, nil end
   if args.dry_run then
     out(string.format("flow %s%s", flow.name, flow.description and (": " .. flow.description) or ""))
     out("configuration: " .. tostring(args.config_path))
@@ -936,7 +959,7 @@ function M._main(args)
           out("dry run: nothing was changed")
         else
           local r = t.result
-          log.info(string.format("flow %s done%s", t.name, type(r) == "table" and r.path and (": " .. r.path .. " holds the new identity") or ""))
+          say("info", string.format("flow %s done%s", t.name, type(r) == "table" and r.path and (": " .. r.path .. " holds the new identity") or ""))
         end
       else
         t.exit_code = 1

@@ -29,6 +29,8 @@ return {
     se_device = { help = "the chip's I2C bus, e.g. /dev/i2c-1 (default: the configuration's se section)" },
     organization = { help = "O of the CSR subject" },
     verify_shadow = { default = "yes", help = "read the thing's shadow when verifying (yes/no)" },
+    client_id = { help = "client id of the claim connection (default: the configuration's client_id, else "
+                         .. "claim-SERIAL: devices sharing a claim certificate must not take over each other's session)" },
   },
   run = function(f, p)
     local dir = p.dir or prov.dirname(p.out)
@@ -43,7 +45,9 @@ return {
       key = f.keygen { backend = p.key, slot = p.slot, se = se, in_use = prov.keys_in_use(p.out) }
     end
     local csr = f.csr(key, { cn = p.serial, o = p.organization })
-    local claim = f.connect(f.config)
+    local as_claim = prov.copy(f.config)
+    as_claim.client_id = p.client_id or f.config.client_id or ("claim-" .. p.serial)
+    local claim = f.connect(as_claim)
     local cert = f.create_certificate_from_csr(claim, csr)
     local thing = f.register_thing(claim, p.template, { token = cert.ownership_token, parameters = params })
     f.disconnect(claim)

@@ -329,3 +329,61 @@ def test_usage_errors_and_cancelling(stand, tmp_path):
     assert "step create_certificate_from_csr failed: ECANCELED: interrupted" in rest, rest
     assert not out.exists() and not list(tmp_path.glob("*.key"))
     provtest.check_clean(err + rest, "cancelled flow")
+
+
+def test_flows_from_lua_code(stand, tmp_path):
+    """What the REPL or an app does: prov.run with a shipped flow, and a flow of its own."""
+    stand.start_services()
+    claim = stand.config("fleet-claim")
+    out = tmp_path / "device.lua"
+    script = tmp_path / "provision.lua"
+    script.write_text(f"""
+local prov = require "moonwire.provision"
+local claim = assert(prov.read_config({str(claim)!r}))
+local done = 0
+local function report(t)
+  print(t.ok and ("DONE " .. t.name .. " " .. (t.result.path or t.result.thing_name)) or ("FAILED " .. tostring(t.error)))
+  done = done + 1
+end
+assert(prov.run("fleet-claim", {{ serial = "0500", out = {str(out)!r}, key = "file" }},
+                {{ config = claim, config_path = {str(claim)!r}, on_done = report }}))
+-- A flow of its own: the steps recombined (no chip, no config written).
+assert(prov.run(function(f)
+  local key = f.keygen {{ backend = "file", path = {str(tmp_path / 'own.key')!r} }}
+  local conn = f.connect(claim)
+  local cert = f.create_certificate_from_csr(conn, f.csr(key, {{ cn = "0501" }}))
+  local thing = f.register_thing(conn, "moonwire-fleet", {{ token = cert.ownership_token,
+                                                          parameters = {{ SerialNumber = "0501" }} }})
+  f.disconnect(conn)
+  return thing
+end, nil, {{ on_done = report }}))
+""")
+    r = mwtest.run_moonwire("script", script, timeout=60)
+    provtest.check_clean(r.stdout + r.stderr, "moonwire script")
+    assert r.returncode == 0, r.stderr
+    assert f"DONE fleet-claim {out}" in r.stdout, r.stdout + r.stderr
+    assert "DONE inline car-0501" in r.stdout, r.stdout + r.stderr
+    assert provtest.read_config(out)["thing"] == "car-0500"
+
+
+def test_a_factory_line_provisions_devices_at_the_same_time(stand, tmp_path):
+    """Devices sharing one claim certificate see each other's answers on a plain broker; each
+    must still get its own certificate and thing."""
+    stand.start_services()
+    claim = stand.config("fleet-claim")
+    procs = []
+    for n in range(3):
+        d = tmp_path / f"dev{n}"
+        d.mkdir()
+        procs.append(subprocess.Popen(
+            [str(mwtest.moonwire_bin()), "provision", "fleet-claim", "--config", str(claim), "--param",
+             f"serial=07{n}", "--param", f"out={d / 'device.lua'}", "--param", "key=file"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for n, p in enumerate(procs):
+        out, err = p.communicate(timeout=90)
+        provtest.check_clean(out + err, f"device {n}")
+        assert p.returncode == 0, err
+        cfg = provtest.read_config(tmp_path / f"dev{n}" / "device.lua")
+        assert cfg["thing"] == f"car-07{n}"
+        assert provtest.public_key_of_cert(cfg["tls"]["cert"]) == subprocess.run(
+            ["openssl", "pkey", "-in", cfg["tls"]["key"], "-pubout"], capture_output=True, text=True).stdout

@@ -53,7 +53,9 @@ def test_fleet_provisioning_api(stand, tmp_path):
     csr, key = make_csr(tmp_path, "0100")
     kind, acc = ask(c, CSR, {"certificateSigningRequest": csr})
     assert kind == "accepted", acc
-    assert set(acc) == {"certificateId", "certificatePem", "certificateOwnershipToken"}
+    assert set(acc) == {"certificateId", "certificatePem", "certificateOwnershipToken", "moonwireRequestId"}
+    # Moonwire's extra field names the request answered (every claim client sees the answer).
+    assert acc["moonwireRequestId"] == hashlib.sha256(csr.encode()).hexdigest()[:16]
     cert = tmp_path / "dev.crt"
     cert.write_text(acc["certificatePem"])
     # The certificate id is the SHA-256 of the DER, as in AWS IoT.
@@ -83,7 +85,8 @@ def test_fleet_provisioning_api(stand, tmp_path):
     kind, reg = ask(c, FLEET, {"certificateOwnershipToken": token,
                                "parameters": {"SerialNumber": "0100", "Location": "hall-3"}})
     assert kind == "accepted", reg
-    assert reg == {"deviceConfiguration": {"Fleet": "moonwire-demo", "Location": "hall-3"}, "thingName": "car-0100"}
+    assert reg == {"deviceConfiguration": {"Fleet": "moonwire-demo", "Location": "hall-3"}, "thingName": "car-0100",
+                   "moonwireRequestId": hashlib.sha256(token.encode()).hexdigest()[:16]}
     kind, rej = ask(c, FLEET, {"certificateOwnershipToken": token, "parameters": {"SerialNumber": "0100"}})
     assert rej["errorCode"] == "InvalidCertificateOwnershipToken" and "already been used" in rej["errorMessage"]
 
@@ -100,6 +103,7 @@ def test_create_keys_and_certificate_and_bad_requests(stand, tmp_path):
     kind, acc = ask(c, KEYS, "")
     assert kind == "accepted"
     assert set(acc) == {"certificateId", "certificatePem", "privateKey", "certificateOwnershipToken"}
+    # (CreateKeysAndCertificate has nothing in its request to name it by.)
     (tmp_path / "k.crt").write_text(acc["certificatePem"])
     (tmp_path / "k.pem").write_text(acc["privateKey"])
     pub_cert = provtest.public_key_of_cert(tmp_path / "k.crt")

@@ -8,6 +8,7 @@
 #include "mw_test.h"
 
 #include <cjson/cJSON.h>
+#include <openssl/sha.h>
 
 #include "mw_csr.h"
 #include "mw_prov_service.h"
@@ -232,6 +233,12 @@ static void test_fleet_provisioning_round_trip(void) {
   CHECK_STR(sink.topic[0], "$aws/provisioning-templates/fleet/provision/json/accepted");
   CHECK_STR(str(sink.body[0], "thingName"), "car-0042");
   CHECK_STR(str(cJSON_GetObjectItem(sink.body[0], "deviceConfiguration"), "Fleet"), "demo");
+  /* The answer names its request: the first 16 hex digits of SHA-256(token). */
+  unsigned char md[32];
+  char want[17];
+  SHA256((const unsigned char *)token, strlen(token), md);
+  for (int i = 0; i < 8; i++) sprintf(want + 2 * i, "%02x", md[i]);
+  CHECK_STR(str(sink.body[0], "moonwireRequestId"), want);
 
   /* The store knows the thing and the active certificate. */
   mw_prov_cert_row_t row;
