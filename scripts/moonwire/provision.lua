@@ -685,7 +685,7 @@ local function shadow_request(conn, thing, timeout)
   return table.unpack(r, 1, r.n)
 end
 
--- prov.verify(staged [, {shadow = true, timeout = 10, client_id = thing}]) -> {thing, shadow = "found"|"none"|nil, version}
+-- prov.verify(staged [, {shadow = true, timeout = 10, client_id = thing, attempts = 1, retry_delay = 2}]) -> {thing, shadow = "found"|"none"|nil, version}
 -- Connects with the new identity and reads its shadow: the broker accepts the certificate
 -- and the key, and the thing's policy lets it at its own topics.
 function M.verify(staged, opts)
@@ -697,7 +697,20 @@ function M.verify(staged, opts)
     cfg.client_id = opts.client_id
   end
   local thing = cfg.thing
-  local conn, err, code = M.connect(cfg, { timeout = opts.connect_timeout or CONNECT_TIMEOUT })
+  local task = running_task("verify")
+  local attempts = math.tointeger(opts.attempts or 1)
+  if not attempts or attempts < 1 then error("verify: attempts must be a positive integer", 2) end
+  local conn, err, code
+  for i = 1, attempts do
+    conn, err, code = M.connect(cfg, { timeout = opts.connect_timeout or CONNECT_TIMEOUT })
+    if conn or i == attempts or code == "ECANCELED" then break end
+    -- AWS IoT JITP drops a new certificate's first connection while it registers it.
+    say("info", string.format("verify: connecting failed (%s); again in %g s", tostring(err), opts.retry_delay or 2))
+    suspend(task, (opts.retry_delay or 2) + 1, "waiting to retry", function(resolve)
+      timer.after(math.floor((opts.retry_delay or 2) * 1000), function() resolve(true) end)
+    end)
+    if task.cancelled then return nil, task.cancelled, "ECANCELED" end
+  end
   if not conn then return nil, "the new identity cannot connect: " .. tostring(err), code end
   local res = { thing = thing }
   if opts.shadow ~= false then
@@ -774,6 +787,10 @@ local function describe(v, f, depth)
   depth = depth or 0
   if type(v) == "table" and getmetatable(v) == Placeholder then return tostring(v) end
   if f and v == f.config then return "<configuration " .. tostring(f.config_path) .. ">" end
+  if type(v) == "table" and type(v.broker) == "table" and type(v.tls) == "table" then
+    return string.format("<identity %s, %s, at %s:%s>", tostring(v.client_id or v.thing), tostring(v.tls.cert),
+                         tostring(v.broker.host), tostring(v.broker.port or 8883))
+  end
   if type(v) == "string" then
     if v:find("-----BEGIN", 1, true) then return "<PEM>" end
     if #v > 60 then v = v:sub(1, 57) .. "..." end

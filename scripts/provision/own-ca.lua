@@ -30,6 +30,8 @@ return {
     organization = { help = "O of the CSR subject" },
     register = { default = "yes", help = "register with the provisioning service (no: the thing exists already)" },
     verify_shadow = { default = "yes", help = "read the thing's shadow when verifying (yes/no)" },
+    verify_attempts = { default = "1", help = "connection attempts when verifying (2 for AWS IoT JITP, which drops "
+                                             .. "the first connection of a new certificate)" },
   },
   run = function(f, p)
     local dir = p.dir or prov.dirname(p.out)
@@ -58,7 +60,7 @@ return {
       base = prov.device_base(f.config), thing = thing_name, key = key, stored = stored,
       device_configuration = devcfg, provisioning = { flow = "own-ca", ca = p.ca },
     })
-    f.verify(staged, { shadow = p.verify_shadow ~= "no" })
+    f.verify(staged, { shadow = p.verify_shadow ~= "no", attempts = math.tointeger(tonumber(p.verify_attempts)) })
     return f.commit(staged)
   end,
 }

@@ -119,7 +119,7 @@ assert(t.ok, tostring(t.error))
 local plan = table.concat(lines, "\n")
 assert(plan:find("1%. keygen"), plan)
 assert(plan:find("10%. commit"), plan)
-assert(plan:find("<configuration claim.lua>"), plan)
+assert(plan:find("<identity claim%-0042", 1), plan)
 assert(plan:find("token=<step 4 create_certificate_from_csr.ownership_token>", 1, false), plan)
 assert(not exists(dir .. "/device.lua") and not exists(dir .. "/device.lua.new"))
 
