@@ -192,6 +192,7 @@ int mw_cmd_provision(int argc, char **argv) {
     goto out;
   }
   rt.cfg = &cfg;
+  rt.mem_limit = cfg.limits.lua_memory;
   if (o.level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(o.level));
   else if (cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(cfg.log_level));
 
