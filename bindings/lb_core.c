@@ -110,6 +110,7 @@ void lb_preload(lua_State *L) {
       {"moonwire.log", luaopen_moonwire_log},     {"moonwire.timer", luaopen_moonwire_timer},
       {"moonwire.mqtt", luaopen_moonwire_mqtt},   {"moonwire.device", luaopen_moonwire_device},
       {"moonwire.json", luaopen_moonwire_json},
+      {"moonwire.se", luaopen_moonwire_se},
       {"moonwire.pki", luaopen_moonwire_pki},     {"moonwire.connection", luaopen_moonwire_connection},
       {NULL, NULL},
   };
