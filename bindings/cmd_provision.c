@@ -16,8 +16,10 @@
 #include "cli_session.h"
 #include "lb.h"
 #include "lb_config.h"
+#include "lb_pki.h"
 #include "lb_state.h"
 #include "mw_log.h"
+#include "mw_tls.h"
 
 const char mw_usage_provision[] =
     "Usage: moonwire provision FLOW --config CONFIG.lua [--param NAME=VALUE]... [--dry-run]\n"
@@ -193,6 +195,8 @@ int mw_cmd_provision(int argc, char **argv) {
   }
   rt.cfg = &cfg;
   rt.mem_limit = cfg.limits.lua_memory;
+  /* No session here to install it: keys in a PKCS#11 token reach the TLS layer through this. */
+  mw_tls_set_key_loader(MW_KEY_PKCS11, lb_pki_p11_loader, &rt);
   if (o.level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(o.level));
   else if (cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(cfg.log_level));
 
@@ -259,6 +263,7 @@ int mw_cmd_provision(int argc, char **argv) {
   lua_pop(L, 4);
   if (rt.handler_errors && rc == MW_EXIT_OK) rc = mw_cli_fail("%llu callback error(s)", (unsigned long long)rt.handler_errors);
 out:
+  mw_tls_set_key_loader(MW_KEY_PKCS11, NULL, NULL);
   if (rt.L) {
     lb_unref(rt.L, &c.task_ref);
     lb_state_close(&rt);

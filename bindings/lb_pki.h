@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <openssl/evp.h>
+
+#include "mw_keyref.h"
 #include "mw_status.h"
 
 struct mw_trustm;
@@ -26,6 +29,10 @@ struct mw_trustm *lb_pki_chip(lua_State *L, char *err, size_t errlen);
 */
 mw_status_t lb_pki_write_file(const char *path, const void *data, size_t len, unsigned mode, bool exclusive,
                               char *err, size_t errlen);
+
+/* A PKCS#11 key loader for the TLS layer where no session installed one; ud is the mw_rt_t. */
+mw_status_t lb_pki_p11_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
+                              size_t errlen);
 
 int luaopen_moonwire_pki(lua_State *L);
 

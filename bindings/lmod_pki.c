@@ -5,8 +5,10 @@
 ** and crash-safe file writes.
 **
 ** The chip is the runtime's when it has one open (rt->se), else one this module opens from
-** the configuration's se section or pki.se_open{...}; then this module also lends it to the
-** TLS layer, so a connection can use a key it just generated.
+** the configuration's se section or pki.se_open{...} and makes the runtime's (so
+** moonwire.se works on it too); then this module also lends it to the TLS layer, so a
+** connection can use a key it just generated. Keys in a PKCS#11 token are reached through
+** their URI; the token makes them and signs with them.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +31,7 @@
 #include "lb_pki.h"
 #include "mw_csr.h"
 #include "mw_keyref.h"
+#include "mw_pkcs11.h"
 #include "mw_prov_ca.h"
 #include "mw_tls.h"
 #include "mw_trustm.h"
@@ -258,8 +261,18 @@ mw_trustm_t *lb_pki_chip(lua_State *L, char *err, size_t errlen) {
   return open_chip(L, cfg->se.device, cfg->se.sim, cfg->se.address, err, errlen);
 }
 
-/* pki.se_open{device = "/dev/i2c-1" [, address = 0x30] | sim = "state"} -> true | nil, msg, code */
+/*
+** pki.se_open([{device = "/dev/i2c-1" [, address = 0x30] | sim = "state"}]) -> true | nil, msg, code
+** Makes sure the runtime has its chip (rt->se, which moonwire.se uses): the one named here,
+** or with no argument the configuration's se section.
+*/
 static int lpki_se_open(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    char err[512];
+    if (!lb_pki_chip(L, err, sizeof err)) return lb_fail_status(L, MW_ERR_DEVICE, err);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "device");
   lua_getfield(L, 1, "sim");
@@ -279,63 +292,9 @@ static int lpki_se_open(lua_State *L) {
   return 1;
 }
 
-static uint16_t check_oid(lua_State *L, int idx, uint16_t lo, uint16_t hi, const char *what) {
-  lua_Integer v;
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *s = lua_tostring(L, idx);
-    char *end;
-    if (strncasecmp(s, "0x", 2) != 0) luaL_argerror(L, idx, "a slot is written 0xE0F1");
-    v = (lua_Integer)strtoul(s, &end, 16);
-    if (*end) luaL_argerror(L, idx, "a slot is written 0xE0F1");
-  } else {
-    v = luaL_checkinteger(L, idx);
-  }
-  if (v < lo || v > hi) luaL_error(L, "%s must be 0x%04X..0x%04X, got 0x%04X", what, lo, hi, (unsigned)v);
-  return (uint16_t)v;
-}
+/* ------------------------------------------------------------------ keys */
 
-static int push_spki_pem(lua_State *L, const uint8_t *spki, size_t len) {
-  char pem[1024];
-  if (mw_trustm_spki_to_pem(spki, len, pem, sizeof pem) != MW_OK) return lb_fail(L, "cannot encode the public key", "EPROTO");
-  lua_pushstring(L, pem);
-  return 1;
-}
-
-/* pki.se_gen_key(slot [, {curve = "P-256"|"P-384"}]) -> public key PEM | nil, msg, code */
-static int lpki_se_gen_key(lua_State *L) {
-  uint16_t oid = check_oid(L, 1, 0xE0F1, 0xE0F3, "a key slot");
-  mw_trustm_curve_t curve = MW_TRUSTM_NIST_P256;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "curve") != LUA_TNIL) {
-      const char *c = luaL_checkstring(L, -1);
-      if (!strcmp(c, "P-384")) curve = MW_TRUSTM_NIST_P384;
-      else if (strcmp(c, "P-256")) return luaL_error(L, "curve must be P-256 or P-384, got '%s'", c);
-    }
-    lua_pop(L, 1);
-  }
-  char err[512];
-  mw_trustm_t *dev = lb_pki_chip(L, err, sizeof err);
-  if (!dev) return lb_fail_status(L, MW_ERR_DEVICE, err);
-  mw_trustm_pubkey_t pub;
-  mw_status_t st = mw_trustm_gen_key(dev, oid, curve, MW_TRUSTM_USAGE_SIGN | MW_TRUSTM_USAGE_AUTH,
-                                     MW_TRUSTM_GEN_STORE_PUBKEY, &pub);
-  if (st != MW_OK) return lb_fail_status(L, st, mw_trustm_last_error(dev));
-  return push_spki_pem(L, pub.spki, pub.spki_len);
-}
-
-/* pki.se_pubkey(slot) -> PEM | nil, msg, code */
-static int lpki_se_pubkey(lua_State *L) {
-  uint16_t oid = check_oid(L, 1, 0xE0F0, 0xE0F3, "a key slot");
-  char err[512];
-  mw_trustm_t *dev = lb_pki_chip(L, err, sizeof err);
-  if (!dev) return lb_fail_status(L, MW_ERR_DEVICE, err);
-  mw_trustm_pubkey_t pub;
-  mw_status_t st = mw_trustm_pubkey_read(dev, oid, &pub);
-  if (st != MW_OK) return lb_fail_status(L, st, st == MW_ERR_NOT_FOUND ? "no public key stored for this slot"
-                                                                        : mw_trustm_last_error(dev));
-  return push_spki_pem(L, pub.spki, pub.spki_len);
-}
+static int push_pubkey_pem(lua_State *L, EVP_PKEY *k);
 
 static X509 *pem_cert(const char *pem, size_t len) {
   BIO *b = BIO_new_mem_buf(pem, (int)len);
@@ -345,58 +304,72 @@ static X509 *pem_cert(const char *pem, size_t len) {
   return x;
 }
 
-/* pki.se_store_cert(slot, pem) -> true | nil, msg, code (certificate objects 0xE0E1..0xE0E3) */
-static int lpki_se_store_cert(lua_State *L) {
-  uint16_t oid = check_oid(L, 1, 0xE0E1, 0xE0E3, "a certificate slot");
-  size_t len;
-  const char *pem = luaL_checklstring(L, 2, &len);
-  char err[512];
-  mw_trustm_t *dev = lb_pki_chip(L, err, sizeof err);
-  if (!dev) return lb_fail_status(L, MW_ERR_DEVICE, err);
-  X509 *x = pem_cert(pem, len);
-  if (!x) return luaL_argerror(L, 2, "not a PEM certificate");
-  unsigned char *der = NULL;
-  int n = i2d_X509(x, &der);
-  X509_free(x);
-  if (n <= 0) return lb_fail_status(L, MW_ERR_NOMEM, NULL);
-  mw_status_t st = mw_trustm_cert_write(dev, oid, der, (size_t)n, 0);
-  OPENSSL_free(der);
-  if (!dev) return lb_fail_status(L, st, err);
-  if (st != MW_OK) return lb_fail_status(L, st, mw_trustm_last_error(dev));
-  lua_pushboolean(L, 1);
-  return 1;
+/* The PKCS#11 module of the configuration (a URI's module-path= wins), NULL for the default. */
+static const char *p11_module(lua_State *L) {
+  mw_rt_t *rt = lb_rt(L);
+  return rt && rt->cfg ? rt->cfg->pkcs11.module : NULL;
 }
 
-/* pki.se_read_cert(slot) -> PEM | nil (empty) | nil, msg, code */
-static int lpki_se_read_cert(lua_State *L) {
-  uint16_t oid = check_oid(L, 1, 0xE0E0, 0xE0E3, "a certificate slot");
-  char err[512];
-  mw_trustm_t *dev = lb_pki_chip(L, err, sizeof err);
-  if (!dev) return lb_fail_status(L, MW_ERR_DEVICE, err);
-  uint8_t der[MW_TRUSTM_MAX_APDU_DATA];
-  size_t n = 0;
-  mw_status_t st = mw_trustm_cert_read(dev, oid, der, sizeof der, &n);
-  if (st == MW_ERR_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
+/*
+** The TLS layer's way to a PKCS#11 key where no session installed one (moonwire provision):
+** as the session's, the key must belong to the certificate. ud is the mw_rt_t.
+*/
+mw_status_t lb_pki_p11_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
+                              size_t errlen) {
+  mw_rt_t *rt = ud;
+  mw_p11_open_opts_t o = {.module = rt && rt->cfg ? rt->cfg->pkcs11.module : NULL};
+  mw_p11_t *t = NULL;
+  mw_status_t st = mw_p11_open(ref->text, &o, &t, err, errlen);
+  if (st != MW_OK) return st;
+  EVP_PKEY *stored = NULL;
+  char why[512];
+  if (mw_p11_pubkey(t, &stored, why, sizeof why) == MW_OK) {
+    bool same = pub && EVP_PKEY_eq(stored, pub) == 1;
+    EVP_PKEY_free(stored);
+    if (!same) {
+      snprintf(err, errlen, "the key in PKCS#11 token '%s' does not match the public key in tls.cert",
+               mw_p11_token_label(t));
+      mw_p11_close(t);
+      return MW_ERR_TLS;
+    }
   }
-  if (st != MW_OK) return lb_fail_status(L, st, mw_trustm_last_error(dev));
-  guard_t *g = guard(L, free_bio);
-  const unsigned char *p = der;
-  X509 *x = d2i_X509(NULL, &p, (long)n);
-  BIO *b = g->p = BIO_new(BIO_s_mem());
-  char *data;
-  long len = 0;
-  int ok = x && b && PEM_write_bio_X509(b, x) && (len = BIO_get_mem_data(b, &data)) > 0;
-  X509_free(x);
-  ERR_clear_error();
-  if (!ok) return lb_fail(L, "the certificate slot holds no valid certificate", "EPROTO");
-  lua_pushlstring(L, data, (size_t)len);
-  release(g);
-  return 1;
+  st = mw_p11_pkey(t, pub, out, err, errlen);
+  mw_p11_close(t); /* the key keeps the session */
+  return st;
 }
 
-/* ------------------------------------------------------------------ keys */
+/* pki.p11_keygen(uri [, {curve = "P-256"|"P-384"|"P-521", rsa_bits = N}]) -> public key PEM | nil, msg, code */
+static int lpki_p11_keygen(lua_State *L) {
+  const char *uri = luaL_checkstring(L, 1);
+  const char *curve = "P-256";
+  lua_Integer rsa = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "curve") != LUA_TNIL) curve = luaL_checkstring(L, -1);
+    if (lua_getfield(L, 2, "rsa_bits") != LUA_TNIL) rsa = luaL_checkinteger(L, -1);
+    lua_pop(L, 2);
+  }
+  luaL_argcheck(L, rsa == 0 || (rsa >= 2048 && rsa <= 4096), 2, "rsa_bits must be 2048..4096");
+  mw_keyref_t ref;
+  char err[1400];
+  if (mw_keyref_parse(uri, &ref, err, sizeof err) != MW_OK || ref.kind != MW_KEY_PKCS11)
+    return luaL_argerror(L, 1, "a pkcs11: URI naming the new key (object= and/or id=)");
+  guard_t *g = guard(L, free_pkey);
+  mw_p11_open_opts_t o = {.module = p11_module(L), .rw = true};
+  mw_p11_t *t = NULL;
+  mw_status_t st = mw_p11_open(uri, &o, &t, err, sizeof err);
+  EVP_PKEY *pub = NULL;
+  if (st == MW_OK) {
+    mw_p11_keygen_t kg = {.curve = curve, .rsa_bits = (unsigned)rsa};
+    st = mw_p11_keygen(t, &kg, &pub, NULL, err, sizeof err);
+  }
+  mw_p11_close(t);
+  if (st != MW_OK) return lb_fail_status(L, st, err);
+  g->p = pub;
+  int ok = push_pubkey_pem(L, pub);
+  release(g);
+  return ok ? 1 : lb_fail_status(L, MW_ERR_NOMEM, NULL);
+}
 
 /*
 ** The EVP_PKEY behind a key reference (file or chip). For the chip the public half comes
@@ -428,8 +401,13 @@ static mw_status_t load_key(lua_State *L, const char *keyref, EVP_PKEY **out, ch
     if (st != MW_OK) snprintf(err, errlen, "slot 0x%04X: %s", ref.oid, mw_trustm_last_error(dev));
     return st;
   }
-  snprintf(err, errlen, "%s keys are not available to moonwire.pki in this build", mw_keyref_kind_name(ref.kind));
-  return MW_ERR_UNSUPPORTED;
+  /* A PKCS#11 key: the token signs; the session lives as long as the EVP_PKEY. */
+  mw_p11_open_opts_t o = {.module = p11_module(L)};
+  mw_p11_t *t = NULL;
+  mw_status_t st = mw_p11_open(ref.text, &o, &t, err, errlen);
+  if (st == MW_OK) st = mw_p11_pkey(t, NULL, out, err, errlen);
+  mw_p11_close(t);
+  return st;
 }
 
 /* Pushes the public key as PEM (1), or nothing (0). */
@@ -685,8 +663,7 @@ int luaopen_moonwire_pki(lua_State *L) {
       {"keygen_file", lpki_keygen_file}, {"public_key", lpki_public_key}, {"csr", lpki_csr},
       {"csr_info", lpki_csr_info},       {"cert_info", lpki_cert_info},   {"issue", lpki_issue},
       {"key_matches", lpki_key_matches}, {"write_file", lpki_write_file}, {"rename", lpki_rename},
-      {"se_open", lpki_se_open},         {"se_gen_key", lpki_se_gen_key}, {"se_pubkey", lpki_se_pubkey},
-      {"se_store_cert", lpki_se_store_cert}, {"se_read_cert", lpki_se_read_cert}, {"sha256", lpki_sha256},
+      {"se_open", lpki_se_open},         {"p11_keygen", lpki_p11_keygen}, {"sha256", lpki_sha256},
       {NULL, NULL},
   };
   luaL_newlib(L, fns);

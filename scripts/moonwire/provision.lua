@@ -16,6 +16,7 @@ docs/provisioning.md describes the steps, the shipped flows and the local servic
 ]]
 
 local pki = require "moonwire.pki"
+local se = require "moonwire.se"
 local connection = require "moonwire.connection"
 local json = require "moonwire.json"
 local timer = require "moonwire.timer"
@@ -143,6 +144,12 @@ end
 
 M.dirname = function(path) return path:match("^(.*)/[^/]*$") or "." end
 
+-- A key reference as it may be shown: a PKCS#11 URI's PIN never goes to a log or a file we write.
+local function shown(ref)
+  return (tostring(ref):gsub("pin%-value=[^&;]*", "pin-value=***"))
+end
+M.shown = shown
+
 local function request_id(text) return pki.sha256(text):sub(1, 16) end
 
 local function short_id(id) return type(id) == "string" and id:sub(1, 12) .. "…" or tostring(id) end
@@ -200,7 +207,8 @@ function M.read_config(path)
   return cfg
 end
 
-local KEY_ORDER = { "thing", "client_id", "broker", "tls", "se", "will", "reconnect", "limits", "log", "app" }
+local KEY_ORDER = { "thing", "client_id", "broker", "tls", "se", "pkcs11", "will", "reconnect", "limits", "log",
+                    "app" }
 
 local function is_ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") end
 
@@ -240,7 +248,7 @@ M.serialize = serialize
 -- The parts of a configuration a new identity keeps: where the broker is and how to reach it.
 function M.device_base(cfg)
   local base = {}
-  for _, k in ipairs({ "broker", "reconnect", "limits", "log" }) do base[k] = copy(cfg[k]) end
+  for _, k in ipairs({ "broker", "reconnect", "limits", "log", "pkcs11" }) do base[k] = copy(cfg[k]) end
   if cfg.tls then base.tls = { ca = cfg.tls.ca } end
   return base
 end
@@ -420,8 +428,9 @@ end
 
 ------------------------------------------------------------------------------ keys and CSRs
 
--- prov.keygen{backend = "se"|"file"|"pkcs11", slot = 0xE0F1, path = FILE, curve = "P-256", in_use = {refs}}
--- -> key {backend, ref, slot, path, public_key, se}
+-- prov.keygen{backend = "se"|"pkcs11"|"file", slot = 0xE0F1, uri = PKCS11_URI, path = FILE,
+--             curve = "P-256", se = {sim|device}, pkcs11 = {module}, in_use = {refs}}
+-- -> key {backend, ref, slot, path, uri, curve, public_key, se, pkcs11}
 function M.keygen(opts)
   opts = opts or {}
   local backend = opts.backend or "se"
@@ -430,29 +439,33 @@ function M.keygen(opts)
   if backend == "se" then
     local slot = parse_slot(opts.slot or 0xE0F1, 0xE0F1, 0xE0F3, "the key slot")
     key.slot, key.ref = slot, string.format("trustm:0x%04X", slot)
-    if opts.se then
-      local ok, err, code = pki.se_open(opts.se)
-      if not ok then return nil, err, code end
-      key.se = copy(opts.se)
+    key.se = copy(opts.se)
+  elseif backend == "pkcs11" then
+    if type(opts.uri) ~= "string" or not opts.uri:match("^pkcs11:") then
+      error("keygen: backend 'pkcs11' needs uri, a pkcs11: URI naming the new key (object= or id=)", 2)
     end
+    key.uri, key.ref, key.pkcs11 = opts.uri, opts.uri, copy(opts.pkcs11)
   elseif backend == "file" then
     if type(opts.path) ~= "string" then error("keygen: backend 'file' needs path", 2) end
     key.path, key.ref = opts.path, opts.path
-  elseif backend == "pkcs11" then
-    return nil, "the pkcs11 key backend is not available in this build (keys in a PKCS#11 token need the "
-                .. "runtime's PKCS#11 support)", "ENOTSUP"
   else
-    error("keygen: backend must be 'se', 'file' or 'pkcs11', got " .. tostring(backend), 2)
+    error("keygen: backend must be 'se', 'pkcs11' or 'file', got " .. tostring(backend), 2)
   end
   for _, used in ipairs(opts.in_use or {}) do
     if same_key(used, key.ref) then
-      return nil, key.ref .. " holds the key of the current identity; a new key goes elsewhere "
-                  .. "(another slot or file) so the old identity keeps working until commit", "EBUSY"
+      return nil, shown(key.ref) .. " holds the key of the current identity; a new key goes elsewhere "
+                  .. "(another slot, object or file) so the old identity keeps working until commit", "EBUSY"
     end
   end
   local pub, err, code
   if backend == "se" then
-    pub, err, code = pki.se_gen_key(key.slot, { curve = curve })
+    -- The runtime's chip: the one named here, else the configuration's (moonwire.se uses it).
+    local ok, oerr, ocode = pki.se_open(opts.se)
+    if not ok then return nil, oerr, ocode end
+    pub, err, code = se.gen_key(key.slot, { curve = curve, usage = { "sign", "auth" } })
+  elseif backend == "pkcs11" then
+    -- Made inside the token (sensitive, not extractable); refused if the object exists.
+    pub, err, code = pki.p11_keygen(key.uri, { curve = curve })
   else
     pub, err, code = pki.keygen_file(key.path, { curve = curve })
     local t = coroutine.running() and tasks[coroutine.running()]
@@ -477,6 +490,7 @@ end
 -- prov.csr(key, {cn = ..., o, ou, c, st, l, serial, dns}) -> PEM (signed by the key where it lives)
 function M.csr(key, subject)
   if type(key) ~= "table" or not key.ref then error("csr: key must come from prov.keygen", 2) end
+  if key.backend == "se" then return se.csr(key.slot, subject) end
   return pki.csr(key.ref, subject)
 end
 
@@ -600,7 +614,7 @@ function M.store_certificate(cert, opts)
   if opts.key then
     local same, kerr, kcode = pki.key_matches(opts.key.ref, pem)
     if same == nil then return nil, kerr, kcode end
-    if not same then return nil, "the certificate is not for the new key (" .. opts.key.ref .. ")", "EPROTO" end
+    if not same then return nil, "the certificate is not for the new key (" .. shown(opts.key.ref) .. ")", "EPROTO" end
   end
   local name = (opts.name or info.cn or "device"):gsub("[^%w_:%-%.]", "_")
   local path = string.format("%s/%s-%s.crt", opts.dir, name, info.id:sub(1, 12))
@@ -611,7 +625,7 @@ function M.store_certificate(cert, opts)
   local slot
   if opts.slot then
     slot = parse_slot(opts.slot, 0xE0E1, 0xE0E3, "the certificate slot")
-    local sok, serr, scode = pki.se_store_cert(slot, pem)
+    local sok, serr, scode = se.store_cert(slot, pem)
     if not sok then return nil, serr, scode end
   end
   return { cert_file = path, slot = slot, certificate_id = info.id, not_after = info.not_after, cn = info.cn }
@@ -636,6 +650,7 @@ function M.write_config(path, opts)
   if opts.ca then cfg.tls.ca = opts.ca end
   if not cfg.tls.ca then error("write_config: no tls.ca (give ca, or a base with tls.ca)", 2) end
   if opts.key.se then cfg.se = copy(opts.key.se) end
+  if opts.key.pkcs11 then cfg.pkcs11 = copy(opts.key.pkcs11) end
   if opts.key.backend == "se" and not cfg.se then
     return nil, "the key is in the chip but no se section is known for the configuration (give keygen an se table)",
            "EINVAL"
@@ -647,7 +662,8 @@ function M.write_config(path, opts)
   p.provisioned_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   cfg.app.provisioning = p
   local header = string.format("-- Written by moonwire provision%s on %s.\n-- Certificate %s, key %s.\n",
-    p.flow and (" (flow " .. p.flow .. ")") or "", p.provisioned_at, opts.stored.certificate_id, opts.key.ref)
+    p.flow and (" (flow " .. p.flow .. ")") or "", p.provisioned_at, opts.stored.certificate_id,
+    shown(opts.key.ref))
   local ok, text = pcall(serialize, cfg, "")
   if not ok then return nil, "write_config: " .. tostring(text), "EINVAL" end
   text = header .. "return " .. text .. "\n"
@@ -754,9 +770,9 @@ M.STEPS = { "keygen", "save_key", "csr", "connect", "disconnect", "create_certif
 
 -- One line saying what a step did, for the progress log.
 local function summary(name, r, args)
-  if name == "keygen" then return string.format("new %s key in %s", r.curve or "", r.ref) end
+  if name == "keygen" then return string.format("new %s key in %s", r.curve or "", shown(r.ref)) end
   if name == "save_key" then return "key saved in " .. r.path end
-  if name == "csr" then return "CSR for CN=" .. tostring((args[2] or {}).cn) .. ", signed by " .. tostring((args[1] or {}).ref) end
+  if name == "csr" then return "CSR for CN=" .. tostring((args[2] or {}).cn) .. ", signed by " .. shown((args[1] or {}).ref) end
   if name == "connect" then return string.format("connected to %s:%d as %s", r.host, r.port, r.client_id) end
   if name == "disconnect" then return "disconnected" end
   if name == "create_certificate_from_csr" or name == "create_keys_and_certificate" then
@@ -793,6 +809,7 @@ local function describe(v, f, depth)
   end
   if type(v) == "string" then
     if v:find("-----BEGIN", 1, true) then return "<PEM>" end
+    v = v:gsub("pin%-value=[^&;]*", "pin-value=***")
     if #v > 60 then v = v:sub(1, 57) .. "..." end
     return string.format("%q", v)
   end

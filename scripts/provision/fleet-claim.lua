@@ -21,6 +21,8 @@ return {
     template_params = { help = "more template parameters, NAME=VALUE[,NAME=VALUE...]" },
     key = { default = "se", help = "where the new key is made: se (the chip), file (development) or pkcs11" },
     slot = { default = "0xE0F1", help = "key slot in the chip (key=se)" },
+    key_uri = { help = "key=pkcs11: the new key's URI, e.g. pkcs11:token=device;object=tls?pin-source=/run/pin "
+                       .. "(the token makes the key; the object must not exist yet)" },
     cert_slot = { help = "chip certificate object for a copy of the certificate (default: the key slot's, "
                          .. "0xE0E1 for 0xE0F1; 'none' for no copy)" },
     key_file = { help = "private key file (key=file; default DIR/SERIAL-TIME.key)" },
@@ -37,7 +39,11 @@ return {
     local params = prov.parse_pairs(p.template_params)
     params.SerialNumber = p.serial
     local key
-    if p.key == "file" then
+    if p.key == "pkcs11" then
+      if not p.key_uri then f.fail("key=pkcs11 needs --param key_uri=pkcs11:...", "EINVAL") end
+      key = f.keygen { backend = "pkcs11", uri = p.key_uri, pkcs11 = prov.copy(f.config.pkcs11),
+                       in_use = prov.keys_in_use(p.out) }
+    elseif p.key == "file" then
       local path = p.key_file or string.format("%s/%s-%s.key", dir, p.serial, os.date("!%Y%m%dT%H%M%S"))
       key = f.keygen { backend = "file", path = path, in_use = prov.keys_in_use(p.out) }
     else
@@ -52,7 +58,7 @@ return {
     local thing = f.register_thing(claim, p.template, { token = cert.ownership_token, parameters = params })
     f.disconnect(claim)
     local cert_slot = p.cert_slot
-    if cert_slot == nil and p.key ~= "file" then cert_slot = prov.cert_slot_for(p.slot) end
+    if cert_slot == nil and p.key == "se" then cert_slot = prov.cert_slot_for(p.slot) end
     if cert_slot == "none" then cert_slot = nil end
     local stored = f.store_certificate(cert, { key = key, dir = dir, name = thing.thing_name, slot = cert_slot })
     local staged = f.write_config(p.out, {

@@ -22,6 +22,8 @@ return {
     days = { default = "825", help = "certificate validity in days" },
     key = { default = "se", help = "se, file or pkcs11" },
     slot = { default = "0xE0F1", help = "key slot in the chip (key=se)" },
+    key_uri = { help = "key=pkcs11: the new key's URI, e.g. pkcs11:token=device;object=tls?pin-source=/run/pin "
+                       .. "(the token makes the key; the object must not exist yet)" },
     cert_slot = { help = "chip certificate object for a copy (default: the key slot's; 'none' for no copy)" },
     key_file = { help = "private key file (key=file; default DIR/THING-TIME.key)" },
     dir = { help = "folder for the certificate (default: the folder of out)" },
@@ -36,7 +38,11 @@ return {
   run = function(f, p)
     local dir = p.dir or prov.dirname(p.out)
     local key
-    if p.key == "file" then
+    if p.key == "pkcs11" then
+      if not p.key_uri then f.fail("key=pkcs11 needs --param key_uri=pkcs11:...", "EINVAL") end
+      key = f.keygen { backend = "pkcs11", uri = p.key_uri, pkcs11 = prov.copy(f.config.pkcs11),
+                       in_use = prov.keys_in_use(p.out) }
+    elseif p.key == "file" then
       local path = p.key_file or string.format("%s/%s-%s.key", dir, p.thing, os.date("!%Y%m%dT%H%M%S"))
       key = f.keygen { backend = "file", path = path, in_use = prov.keys_in_use(p.out) }
     else
@@ -46,7 +52,7 @@ return {
     local csr = f.csr(key, { cn = p.thing, o = p.organization })
     local cert = f.sign_csr(csr, { ca = p.ca, days = math.tointeger(tonumber(p.days)) })
     local cert_slot = p.cert_slot
-    if cert_slot == nil and p.key ~= "file" then cert_slot = prov.cert_slot_for(p.slot) end
+    if cert_slot == nil and p.key == "se" then cert_slot = prov.cert_slot_for(p.slot) end
     if cert_slot == "none" then cert_slot = nil end
     local stored = f.store_certificate(cert, { key = key, dir = dir, name = p.thing, slot = cert_slot })
     local thing_name, devcfg = p.thing, nil

@@ -12,6 +12,21 @@ moonwire provision rotate --config /etc/moonwire/device.lua
 ]]
 local prov = require "moonwire.provision"
 
+-- A new object name for a key in a PKCS#11 token: the current one with a date suffix.
+local function next_uri(uri)
+  local stamp = os.date("!%Y%m%dT%H%M%S")
+  local path, query = uri:match("^([^?]*)(.*)$")
+  local obj = path:match("[:;]object=([^;]*)")
+  if obj then
+    local name = obj:gsub("%-r%d+T%d+$", "") .. "-r" .. stamp
+    path = path:gsub("([:;]object=)[^;]*", function(prefix) return prefix .. name end, 1)
+  else
+    path = path .. ";object=device-r" .. stamp
+  end
+  path = path:gsub("[:;]id=[^;]*", "") -- the new key gets an id of its own
+  return path .. query
+end
+
 -- The key slot after the current one (E0F1 -> E0F2 -> E0F3 -> E0F1).
 local function next_slot(ref)
   local hex = ref:lower():match("^trustm:0x(%x+)$") or ref:lower():match("^0x(%x+):%^$")
@@ -27,6 +42,7 @@ return {
     template_params = { help = "template parameters NAME=VALUE,... (default: those of the last provisioning)" },
     key = { help = "se, file or pkcs11 (default: where the current key is)" },
     slot = { help = "key slot for the new key (default: the next slot after the current one)" },
+    key_uri = { help = "key=pkcs11: the new key's URI (default: the current one's object name with a date suffix)" },
     cert_slot = { help = "chip certificate object for a copy (default: the new key slot's; 'none' for no copy)" },
     key_file = { help = "private key file (key=file; default DIR/THING-TIME.key)" },
     dir = { help = "folder for the certificate (default: the configuration's folder)" },
@@ -47,10 +63,15 @@ return {
     local dir = p.dir or prov.dirname(f.config_path)
     local current_key = cur.tls.key
     local in_chip = current_key:lower():match("^trustm:") or current_key:match("^0[xX]%x+:%^$")
-    local backend = p.key or (in_chip and "se" or "file")
+    local in_token = current_key:lower():match("^pkcs11:")
+    local backend = p.key or (in_chip and "se" or in_token and "pkcs11" or "file")
     local key
     local slot = p.slot or next_slot(current_key)
-    if backend == "file" then
+    if backend == "pkcs11" then
+      local uri = p.key_uri or (in_token and next_uri(current_key))
+      if not uri then f.fail("key=pkcs11 needs --param key_uri=pkcs11:...", "EINVAL") end
+      key = f.keygen { backend = "pkcs11", uri = uri, pkcs11 = prov.copy(cur.pkcs11), in_use = { current_key } }
+    elseif backend == "file" then
       local path = p.key_file or string.format("%s/%s-%s.key", dir, cur.thing, os.date("!%Y%m%dT%H%M%S"))
       key = f.keygen { backend = "file", path = path, in_use = { current_key } }
     else
@@ -71,7 +92,7 @@ return {
                            template, thing.thing_name, cur.thing), "EINVAL")
     end
     local cert_slot = p.cert_slot
-    if cert_slot == nil and backend ~= "file" then cert_slot = prov.cert_slot_for(slot) end
+    if cert_slot == nil and backend == "se" then cert_slot = prov.cert_slot_for(slot) end
     if cert_slot == "none" then cert_slot = nil end
     local stored = f.store_certificate(cert, { key = key, dir = dir, name = cur.thing, slot = cert_slot })
     local staged = f.write_config(f.config_path, {

@@ -12,6 +12,7 @@ Stand(pki, make_broker, tmp_path, **service_options)
 """
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -103,13 +104,14 @@ class Stand:
             self.services.append(self.shadow)
         return self.prov
 
-    def provision(self, flow, config, params, timeout=90, dry_run=False):
+    def provision(self, flow, config, params, timeout=90, dry_run=False, env=None):
         args = [str(mwtest.moonwire_bin()), "provision", str(flow), "--config", str(config)]
         for k, v in params.items():
             args += ["--param", f"{k}={v}"]
         if dry_run:
             args.append("--dry-run")
-        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, **(env or {})))
         check_clean(r.stdout + r.stderr, f"moonwire provision {flow}")
         return r
 

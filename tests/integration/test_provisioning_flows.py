@@ -66,9 +66,9 @@ def test_fleet_provisioning_with_the_key_in_a_fresh_chip(stand, moonwire, tmp_pa
     # The certificate is for the key in the chip's slot E0F1, and a copy sits in E0E1.
     assert provtest.public_key_of_cert(cert) == provtest.chip_public_key(chip, "0xE0F1")
     probe = tmp_path / "probe.lua"
-    probe.write_text(f'local pki = require "moonwire.pki"\n'
-                     f'assert(pki.se_open{{ sim = {str(chip)!r} }})\n'
-                     f'io.write(assert(pki.se_read_cert("0xE0E1")))\n')
+    probe.write_text(f'local se = require "moonwire.se"\n'
+                     f'local chip = assert(se.open{{ sim = {str(chip)!r} }})\n'
+                     f'io.write(assert(chip:cert("0xE0E1")))\n')
     r2 = mwtest.run_moonwire("script", probe)
     assert r2.returncode == 0, r2.stderr
     assert provtest.public_key_of_cert(cert) in subprocess.run(
@@ -111,9 +111,11 @@ def test_csr_from_the_chip_key_verifies_with_openssl(tmp_path):
     script = tmp_path / "csr.lua"
     script.write_text(
         'local pki = require "moonwire.pki"\n'
-        f'assert(pki.se_open{{ sim = {str(chip)!r} }})\n'
-        'local pub = assert(pki.se_gen_key("0xE0F1"))\n'
-        'local csr = assert(pki.csr("trustm:0xE0F1", { cn = "TrustM_Client1", o = "Moonwire" }))\n'
+        'local se = require "moonwire.se"\n'
+        f'assert(pki.se_open{{ sim = {str(chip)!r} }})  -- the runtime chip, as provisioning opens it\n'
+        'local pub = assert(se.gen_key("0xE0F1"))\n'
+        'local csr = assert(se.csr("0xE0F1", { cn = "TrustM_Client1", o = "Moonwire" }))\n'
+        'assert(pki.csr("trustm:0xE0F1", { cn = "x" }))  -- the same key through moonwire.pki\n'
         f'assert(pki.write_file({str(csr)!r}, csr))\n'
         'io.write(pub)\n')
     r = mwtest.run_moonwire("script", script)
@@ -387,3 +389,33 @@ def test_a_factory_line_provisions_devices_at_the_same_time(stand, tmp_path):
         assert cfg["thing"] == f"car-07{n}"
         assert provtest.public_key_of_cert(cfg["tls"]["cert"]) == subprocess.run(
             ["openssl", "pkey", "-in", cfg["tls"]["key"], "-pubout"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(not mwtest.SoftHsm.available(), reason="SoftHSM2 is not installed")
+def test_fleet_provisioning_and_rotation_with_the_key_in_a_pkcs11_token(stand, moonwire, tmp_path):
+    stand.start_services()
+    hsm = mwtest.SoftHsm(tmp_path / "hsm")
+    out = tmp_path / "device.lua"
+    uri = hsm.uri("device-0600")
+    r = stand.provision("fleet-claim", stand.config("fleet-claim"),
+                        {"serial": "0600", "out": out, "key": "pkcs11", "key_uri": uri}, env=hsm.env)
+    assert r.returncode == 0, r.stderr
+    assert "1234" not in r.stderr, "the PIN is never printed"
+    cfg = provtest.read_config(out)
+    assert cfg["thing"] == "car-0600" and cfg["tls"]["key"] == uri
+    # The token made the key and keeps it: sensitive, never extractable.
+    info = mwtest.run_moonwire("pkcs11", "info", uri, env=hsm.env)
+    assert info.returncode == 0, info.stderr
+    assert "extractable:       no" in info.stdout and "made in the token: yes" in info.stdout
+    pub = mwtest.run_moonwire("pkcs11", "pubkey", uri, env=hsm.env).stdout
+    assert pub == provtest.public_key_of_cert(cfg["tls"]["cert"])
+    assert provtest.files_containing(tmp_path, b"PRIVATE KEY", skip=[tmp_path / "hsm"]) == []
+    app = moonwire(SHADOW_APP, thing="car-0600", broker=stand.broker, config_text=out.read_text(), env=hsm.env)
+    app.wait_for_output(r"(?m)^SHADOW \d+$", timeout=20)
+    app.terminate()
+    # Rotation makes a second key object in the token and switches to it once verified.
+    r = stand.provision("rotate", out, {}, env=hsm.env)
+    assert r.returncode == 0, r.stderr
+    new = provtest.read_config(out)
+    assert new["tls"]["key"] != uri and ";object=device-0600-r" in new["tls"]["key"]
+    assert provtest.read_config(str(out) + ".previous")["tls"]["key"] == uri
