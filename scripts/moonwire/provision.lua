@@ -120,8 +120,10 @@ end
 
 ------------------------------------------------------------------------------ values
 
+-- A deep copy; read-only views (moonwire.device.config) become plain tables.
 local function copy(v, seen)
-  if type(v) ~= "table" then return v end
+  local t = type(v)
+  if t ~= "table" and not (t == "userdata" and pcall(pairs, v)) then return v end
   seen = seen or {}
   if seen[v] then return seen[v] end
   local out = {}
@@ -951,6 +953,8 @@ function M.run(what, params, opts)
     for _, k in ipairs(names) do task.out(string.format("  %-14s %s", k, describe(p[k]))) end
     task.out("plan:")
   end
+  opts = copy(opts)
+  opts.config = opts.config and copy(opts.config)
   local f = make_context(task, flow, p, opts)
   task.context = f
   task.co = coroutine.create(function()

@@ -419,3 +419,31 @@ def test_fleet_provisioning_and_rotation_with_the_key_in_a_pkcs11_token(stand, m
     new = provtest.read_config(out)
     assert new["tls"]["key"] != uri and ";object=device-0600-r" in new["tls"]["key"]
     assert provtest.read_config(str(out) + ".previous")["tls"]["key"] == uri
+
+
+def test_rotation_started_from_an_attached_prompt(stand, moonwire, tmp_path):
+    """`moonwire attach` into the running device, and rotate from its prompt: the flow runs in
+    the device's loop while it keeps working, then switches its configuration file."""
+    stand.start_services()
+    out = tmp_path / "device.lua"
+    r = stand.provision("fleet-claim", stand.config("fleet-claim"), {"serial": "0800", "out": out, "key": "file"})
+    assert r.returncode == 0, r.stderr
+    env = mwtest.repl_env(tmp_path)
+    m = moonwire(SHADOW_APP, thing="car-0800", broker=stand.broker, config_text=out.read_text(), env=env)
+    m.wait_for_output(r"(?m)^SHADOW \d+$", timeout=20)
+    before = m.config_path.read_text()
+    r = mwtest.attach(env, "car-0800", input=(
+        'local prov = require "moonwire.provision"\n'
+        f'ROTATION = assert(prov.run("rotate", {{ client_id = "car-0800-rotation" }},\n'
+        f'  {{ config = device.config, config_path = {str(m.config_path)!r} }}))\n'
+        'return "started"\n'))
+    assert r.returncode == 0 and r.stdout == "started\n", r.stderr
+    state = mwtest.wait_until(lambda: (lambda s: s if s.strip() != "nil" else None)(
+        mwtest.attach(env, "car-0800", "-e", "return ROTATION.ok").stdout), timeout=30, message="the rotation")
+    assert state.strip() == "true", mwtest.attach(env, "car-0800", "-e", "return tostring(ROTATION.error)").stdout
+    after = provtest.read_config(m.config_path)
+    assert m.config_path.read_text() != before
+    assert Path(str(m.config_path) + ".previous").read_text() == before
+    assert after["app"]["provisioning"]["flow"] == "rotate" and after["thing"] == "car-0800"
+    n = len(shadow_versions(m))
+    mwtest.wait_until(lambda: len(shadow_versions(m)) >= n + 2, timeout=15, message="the device carrying on")
