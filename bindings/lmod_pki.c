@@ -646,6 +646,13 @@ static int lpki_key_matches(lua_State *L) {
   return 1;
 }
 
+/* pki.is_dir(path) -> boolean */
+static int lpki_is_dir(lua_State *L) {
+  struct stat sb;
+  lua_pushboolean(L, stat(luaL_checkstring(L, 1), &sb) == 0 && S_ISDIR(sb.st_mode));
+  return 1;
+}
+
 /* pki.sha256(data) -> lowercase hex */
 static int lpki_sha256(lua_State *L) {
   size_t len;
@@ -664,6 +671,7 @@ int luaopen_moonwire_pki(lua_State *L) {
       {"csr_info", lpki_csr_info},       {"cert_info", lpki_cert_info},   {"issue", lpki_issue},
       {"key_matches", lpki_key_matches}, {"write_file", lpki_write_file}, {"rename", lpki_rename},
       {"se_open", lpki_se_open},         {"p11_keygen", lpki_p11_keygen}, {"sha256", lpki_sha256},
+      {"is_dir", lpki_is_dir},
       {NULL, NULL},
   };
   luaL_newlib(L, fns);

@@ -36,6 +36,8 @@ return {
   },
   run = function(f, p)
     local dir = p.dir or prov.dirname(p.out)
+    -- Checked first: a folder that is not there would fail only after the service issued.
+    if not require("moonwire.pki").is_dir(dir) then f.fail("the folder " .. dir .. " does not exist", "ENOENT") end
     local params = prov.parse_pairs(p.template_params)
     params.SerialNumber = p.serial
     local key

@@ -37,6 +37,8 @@ return {
   },
   run = function(f, p)
     local dir = p.dir or prov.dirname(p.out)
+    -- Checked first: a folder that is not there would fail only after the service issued.
+    if not require("moonwire.pki").is_dir(dir) then f.fail("the folder " .. dir .. " does not exist", "ENOENT") end
     local key
     if p.key == "pkcs11" then
       if not p.key_uri then f.fail("key=pkcs11 needs --param key_uri=pkcs11:...", "EINVAL") end

@@ -61,6 +61,8 @@ return {
     local params = prov.copy(info.parameters or {})
     for k, v in pairs(prov.parse_pairs(p.template_params)) do params[k] = v end
     local dir = p.dir or prov.dirname(f.config_path)
+    -- Checked first: a folder that is not there would fail only after the service issued.
+    if not require("moonwire.pki").is_dir(dir) then f.fail("the folder " .. dir .. " does not exist", "ENOENT") end
     local current_key = cur.tls.key
     local in_chip = current_key:lower():match("^trustm:") or current_key:match("^0[xX]%x+:%^$")
     local in_token = current_key:lower():match("^pkcs11:")
