@@ -38,7 +38,7 @@ static const char *const sql_text[Q_COUNT] = {
                   "thing_type = excluded.thing_type, billing_group = excluded.billing_group, "
                   "policies = excluded.policies, template = excluded.template, updated_at = excluded.updated_at",
   [Q_PRUNE_CERTS] = "DELETE FROM certificate WHERE status = 'PENDING_ACTIVATION' AND created_at < ?1",
-  [Q_PRUNE_TOKENS] = "DELETE FROM token WHERE expires_at < ?1",
+  [Q_PRUNE_TOKENS] = "DELETE FROM token WHERE expires_at < ?1 OR cert_id NOT IN (SELECT id FROM certificate)",
   [Q_LIST] = "SELECT id, cn, status, thing, source, created_at, registered_at FROM certificate "
              "ORDER BY thing, created_at",
 };

@@ -131,6 +131,15 @@ end)
 -- (the TLS files are not certificates: connect fails at once, without waiting)
 assert(t.finished and not t.ok and t.error.step == "connect", tostring(t.error))
 
+-- moonwire.connection: misuse raises, failures are values.
+local connection = require "moonwire.connection"
+assert(not pcall(connection.open, {}, function() end))
+assert(not pcall(connection.open, { host = "h", client_id = "c", ca = "a", cert = "b", key = "k", port = 0 },
+                 function() end))
+local c, cerr2, ccode = connection.open({ host = "127.0.0.1", client_id = "c", ca = keyfile, cert = keyfile,
+                                          key = keyfile }, function() end)
+assert(not c and ccode == "ETLS", tostring(cerr2))
+
 timer.after(10, function()
   os.execute("rm -rf " .. dir)
 end)

@@ -500,12 +500,42 @@ static void test_open_errors(void) {
   mw_prov_service_close(svc);
 }
 
+static void test_prune_forgets_unused_certificates(void) {
+  unlink(db);
+  mw_prov_service_t *svc = open_svc(false);
+  EVP_PKEY *k = EVP_EC_gen("P-256");
+  cJSON *used = create_from_csr(svc, k, "9001"), *unused = create_from_csr(svc, k, "9002");
+  register_req(svc, "fleet", str(used, "certificateOwnershipToken"), "{\"SerialNumber\":\"9001\"}", NOW_MS);
+  CHECK_STR(sink.topic[0], "$aws/provisioning-templates/fleet/provision/json/accepted");
+  mw_prov_store_t *st = mw_prov_service_store(svc);
+  int removed = -1;
+  /* Nothing is older than the cut yet. */
+  CHECK(mw_prov_store_prune(st, NOW_MS / 1000 - 3600, &removed) == MW_OK);
+  CHECK_INT(removed, 0);
+  /* An hour and more later the pending one goes, the registered one stays. */
+  CHECK(mw_prov_store_prune(st, NOW_MS / 1000 + 1, &removed) == MW_OK);
+  CHECK_INT(removed, 1);
+  mw_prov_cert_row_t row;
+  CHECK(mw_prov_store_get_cert(st, str(unused, "certificateId"), &row) == MW_ERR_NOT_FOUND);
+  CHECK(mw_prov_store_get_cert(st, str(used, "certificateId"), &row) == MW_OK);
+  CHECK_STR(row.status, "ACTIVE");
+  /* Its token went with it: a late RegisterThing is told the token is invalid. */
+  register_req(svc, "fleet", str(unused, "certificateOwnershipToken"), "{\"SerialNumber\":\"9002\"}",
+               NOW_MS + 7200 * 1000);
+  expect_rejected("$aws/provisioning-templates/fleet/provision/json", 400, "InvalidCertificateOwnershipToken",
+                  "is invalid");
+  cJSON_Delete(used);
+  cJSON_Delete(unused);
+  EVP_PKEY_free(k);
+  mw_prov_service_close(svc);
+}
+
 int main(int argc, char **argv) {
   setup();
   static const mw_test_case_t cases[] = {
       MW_TEST(test_fleet_provisioning_round_trip), MW_TEST(test_token_rules),
       MW_TEST(test_broker_refusals_and_timeouts), MW_TEST(test_create_keys_and_jitp),
-      MW_TEST(test_bad_requests), MW_TEST(test_open_errors),
+      MW_TEST(test_bad_requests), MW_TEST(test_open_errors), MW_TEST(test_prune_forgets_unused_certificates),
   };
   int rc = mw_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
   sink_clear(&sink);
