@@ -201,8 +201,11 @@ void mw_p11_uri_redact(const char *s, char *out, size_t cap) {
     out[o++] = s[i];
     /* at the start of an attribute named pin-value: copy the name, hide the value */
     if (uri && (s[i] == ':' || s[i] == ';' || s[i] == '?' || s[i] == '&') && !strncmp(s + i + 1, "pin-value=", 10)) {
+      static const char mask[] = "pin-value=***";
+      if (o + sizeof mask > cap) break; /* the whole mask or nothing: a cut one reads like a value */
       i++;
-      for (const char *t = "pin-value=***"; *t && o + 1 < cap; t++) out[o++] = *t;
+      memcpy(out + o, mask, sizeof mask - 1);
+      o += sizeof mask - 1;
       i += 10;
       while (s[i] && s[i] != ';' && s[i] != '&' && s[i] != '?') i++;
       continue;
