@@ -91,6 +91,10 @@ static void uri_redact_and_format(void) {
   CHECK_STR(out, "certs/pin-value=1.key");
   mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 12); /* truncated, never a PIN */
   CHECK(!strstr(out, "1234"));
+  mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 26); /* no room for the whole mask: none of it */
+  CHECK_STR(out, "pkcs11:token=t;");
+  mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 29);
+  CHECK_STR(out, "pkcs11:token=t;pin-value=***");
   const uint8_t id[] = {0x00, 0xAB};
   mw_p11_uri_format("my token", "a/b", id, 2, MW_P11_TYPE_PRIVATE, out, sizeof out);
   CHECK_STR(out, "pkcs11:token=my%20token;object=a%2Fb;id=%00%AB;type=private");
