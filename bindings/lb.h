@@ -38,6 +38,10 @@ typedef struct mw_rt {
   size_t mem_used, mem_limit, mem_peak;
   uint64_t started_ms;
   struct mw_trustm *se;     /* the configuration's secure element (se = {...}), or NULL; borrowed */
+  /* Interrupt contract (docs/contracts, issues 3 and 6): polled by the budget hook while Lua runs;
+     nonzero aborts the running call with "interrupted". The REPL sets it while it evaluates. */
+  int (*interrupt_poll)(struct mw_rt *rt);
+  void *interrupt_ud;
 } mw_rt_t;
 
 /* Sets/gets the context stored in the registry. */

@@ -16,6 +16,8 @@ static const mw_command_t commands[] = {
     {"se", mw_cmd_se, "the OPTIGA Trust M: info, random, keygen, pubkey, csr, cert, data, metadata, counter",
      mw_usage_se},
     {"pkcs11", mw_cmd_pkcs11, "keys in a PKCS#11 token: tokens, objects, keygen, pubkey, info, csr", mw_usage_pkcs11},
+    {"repl", mw_cmd_repl, "a local interactive Lua prompt with the moonwire modules", mw_usage_repl},
+    {"attach", mw_cmd_attach, "a Lua prompt inside a running 'moonwire run'", mw_usage_attach},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -11,6 +11,9 @@ What is here:
   Moonwire                     runs `moonwire run APP.lua --config CFG.lua` as a subprocess with a
                                generated configuration; output captured to files; wait_for_output
   lua_literal()                Python value -> Lua source (for configuration files)
+  repl_env(), attach(), spawn_prompt(), sanitizer_report()
+                               the REPL: a private socket directory, `moonwire attach` piped or
+                               in a pseudo-terminal (pexpect), sanitizer reports in its output
 
 Everything talks to 127.0.0.1 only. Every process started here is registered and killed at exit
 even when a test forgets to.
@@ -740,6 +743,8 @@ class Moonwire:
     - config: dict merged (deeply) over default_config(broker, pki, thing); a value
       mwtest.DELETE removes a key. config_text: raw Lua written as the config instead.
     - args: extra command-line arguments (after `run APP --config CFG`).
+    - env: extra environment; without XDG_RUNTIME_DIR in it, each runtime gets a private one
+      (a fresh temp dir), so its REPL socket is its own.
     Output goes to workdir/stdout.txt and workdir/stderr.txt.
     """
 
@@ -767,6 +772,10 @@ class Moonwire:
         self.stderr_path = self.dir / "stderr.txt"
         self.args = [str(a) for a in args]
         self.env = dict(os.environ, **(env or {}))
+        if "XDG_RUNTIME_DIR" not in (env or {}):
+            # A private REPL socket directory (docs/repl.md): runtimes of the same thing in
+            # parallel tests must not meet at /run/moonwire/THING.sock.
+            self.env["XDG_RUNTIME_DIR"] = _temp_dir("mw-xdg-")
         self.proc = None
         if start:
             self.start()
@@ -888,6 +897,42 @@ def run_moonwire(*args, timeout=10.0, env=None, binary=None):
     return subprocess.run([str(b), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, **(env or {})),
                           stdin=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------------------------ REPL
+
+def repl_env(base):
+    """Environment for `moonwire run`, `attach` and `repl` with a private socket directory
+    ($XDG_RUNTIME_DIR = a fresh temp dir, mode 0700) and history file (base/history), so tests
+    running in parallel never meet each other's sockets and never touch the user's history."""
+    base = Path(base)
+    xdg = _temp_dir("mw-xdg-")  # short: a socket path must fit in 108 bytes
+    return {"XDG_RUNTIME_DIR": xdg, "MOONWIRE_HISTORY": str(base / "history"),
+            "TERM": "xterm", "LANG": "C.UTF-8"}
+
+
+def attach(env, *args, input=None, timeout=20.0, binary=None, **kw):
+    """`moonwire attach ARGS` with stdin from input (text) -> CompletedProcess (text)."""
+    b = Path(binary) if binary else moonwire_bin()
+    return subprocess.run([str(b), "attach", *map(str, args)], input=input if input is not None else "",
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **env), **kw)
+
+
+def spawn_prompt(args, env, timeout=15.0, binary=None):
+    """`moonwire ARGS` (attach or repl) in a pseudo-terminal, as a person would use it: a pexpect
+    child with a wide window (no line wrapping in the output to match)."""
+    import pexpect  # Debian python3-pexpect
+    b = Path(binary) if binary else moonwire_bin()
+    child = pexpect.spawn(str(b), [str(a) for a in args], env=dict(os.environ, **env), encoding="utf-8",
+                          dimensions=(50, 220), timeout=timeout)
+    return child
+
+
+def sanitizer_report(text):
+    """The AddressSanitizer/LeakSanitizer/UBSan report in text, or None."""
+    m = re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:", text or "")
+    return text if m else None
 
 
 # ------------------------------------------------------------------------------------ PKCS#11
