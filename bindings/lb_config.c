@@ -44,6 +44,11 @@ static const field_t se_fields[] = {{"device", F_STRING, 0, 0, NULL},
                                     {"address", F_INT, 0x08, 0x77, NULL},
                                     {"sim", F_STRING, 0, 0, NULL},
                                     {NULL, 0, 0, 0, NULL}};
+/* moonwire.shadow (scripts/moonwire/shadow.lua reads these through moonwire.device). */
+static const field_t shadow_fields[] = {{"cache", F_STRING, 0, 0, NULL},
+                                        {"debounce_ms", F_INT, 0, 60000, NULL},
+                                        {"timeout_ms", F_INT, 100, 600000, NULL},
+                                        {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t top_fields[] = {
     {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
@@ -51,6 +56,7 @@ static const field_t top_fields[] = {
     {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
+    {"shadow", F_TABLE, 0, 0, shadow_fields},
     {NULL, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -277,6 +283,10 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   }
   if (cfg->reconnect.cap_ms < cfg->reconnect.base_ms)
     return cfail(c, "reconnect.cap_ms must not be smaller than reconnect.base_ms");
+  char *cache = get_str(L, t, "shadow", "cache", NULL);
+  int empty_cache = cache && !*cache;
+  free(cache);
+  if (empty_cache) return cfail(c, "shadow.cache: empty path (leave it out for the default)");
   if (cfg->log_level && mw_log_level_parse(cfg->log_level) < 0)
     return cfail(c, "log.level: '%s' is not one of debug, info, warn, error", cfg->log_level);
   return 0;

@@ -110,6 +110,7 @@ void lb_preload(lua_State *L) {
       {"moonwire.log", luaopen_moonwire_log},     {"moonwire.timer", luaopen_moonwire_timer},
       {"moonwire.mqtt", luaopen_moonwire_mqtt},   {"moonwire.device", luaopen_moonwire_device},
       {"moonwire.json", luaopen_moonwire_json},
+      {"moonwire.shadow.core", luaopen_moonwire_shadow_core},
       {NULL, NULL},
   };
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -51,7 +51,10 @@ static int start(lua_State *L, int repeat) {
   /* Box first, closed, with its metatable: an error from here on cannot leak the handle. */
   ltimer_t *t = lua_newuserdatauv(L, sizeof *t, 0);
   t->h = NULL;
-  t->L = L;
+  /* The callback runs on the main thread: L may be a coroutine, suspended or dead by then. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  t->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
   t->fn_ref = t->self_ref = LUA_NOREF;
   t->repeat = repeat;
   luaL_setmetatable(L, LB_MT_TIMER);

@@ -1113,23 +1113,28 @@ static cJSON *take_section(cJSON *parent, const char *key) {
   return cJSON_DetachItemViaPointer(parent, v);
 }
 
-mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
-  mw_shadow_doc_init(doc);
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st) {
   int code;
-  cJSON *root = parse_strict(json, len, MW_SHADOW_DUPLICATE_LAST, &code);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
+  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
+  if (cJSON_IsObject(root)) {
+    *st = MW_OK;
+    return root;
   }
+  cJSON_Delete(root);
+  *st = code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
+  return NULL;
+}
+
+mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc) {
+  mw_shadow_doc_init(doc);
+  if (!cJSON_IsObject(root)) return MW_ERR_INVALID;
   int64_t version = 0;
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
   const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "timestamp");
   cJSON *state = cJSON_GetObjectItemCaseSensitive(root, "state");
   cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
-  if ((v && !version_value(v, &version)) || (state && !cJSON_IsObject(state) && !cJSON_IsNull(state))) {
-    cJSON_Delete(root);
+  if ((v && !version_value(v, &version)) || (state && !cJSON_IsObject(state) && !cJSON_IsNull(state)))
     return MW_ERR_INVALID;
-  }
   doc->desired = take_section(state, "desired");
   doc->reported = take_section(state, "reported");
   doc->meta_desired = doc->desired ? take_section(meta, "desired") : NULL;
@@ -1137,50 +1142,56 @@ mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_do
   doc->version = version;
   doc->timestamp = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
   doc->exists = true;
+  return MW_OK;
+}
+
+mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
+  mw_shadow_doc_init(doc);
+  mw_status_t st;
+  cJSON *root = mw_shadow_json_parse(json, len, &st);
+  if (root) st = mw_shadow_doc_take(root, doc);
   cJSON_Delete(root);
+  return st;
+}
+
+mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON *root) {
+  int64_t version = 0;
+  const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
+  const cJSON *state = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "state") : NULL;
+  const cJSON *ts = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "timestamp") : NULL;
+  if (!v || !version_value(v, &version) || !state || (!cJSON_IsObject(state) && !cJSON_IsNull(state)))
+    return MW_ERR_INVALID;
+  if (doc->exists && version <= doc->version) return MW_ERR_STATE;
+  const cJSON *d = cJSON_IsObject(state) ? cJSON_GetObjectItemCaseSensitive(state, "desired") : NULL;
+  const cJSON *r = cJSON_IsObject(state) ? cJSON_GetObjectItemCaseSensitive(state, "reported") : NULL;
+  if ((d && !cJSON_IsObject(d) && !cJSON_IsNull(d)) || (r && !cJSON_IsObject(r) && !cJSON_IsNull(r)))
+    return MW_ERR_INVALID;
+  int64_t t = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
+  mw_shadow_doc_t next;
+  mw_shadow_doc_init(&next);
+  mw_status_t st = MW_OK;
+  if (doc->exists && mw_shadow_doc_copy(&next, doc) != MW_OK) st = MW_ERR_NOMEM;
+  else if (cJSON_IsNull(state)) mw_shadow_doc_free(&next);
+  else if (!merge_section(&next.desired, &next.meta_desired, d, t) ||
+           !merge_section(&next.reported, &next.meta_reported, r, t))
+    st = MW_ERR_NOMEM;
+  if (st != MW_OK) {
+    mw_shadow_doc_free(&next);
+    return st;
+  }
+  next.version = version;
+  next.timestamp = t;
+  next.exists = true;
+  next.deleted_at = 0;
+  mw_shadow_doc_free(doc);
+  *doc = next;
   return MW_OK;
 }
 
 mw_status_t mw_shadow_doc_apply_accepted(mw_shadow_doc_t *doc, const void *payload, size_t len) {
-  int code;
-  int64_t version = 0;
-  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
-  const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
-  const cJSON *state = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "state") : NULL;
-  const cJSON *ts = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "timestamp") : NULL;
-  mw_status_t st = MW_OK;
-  if (!v || !version_value(v, &version) || !state || (!cJSON_IsObject(state) && !cJSON_IsNull(state))) {
-    st = code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
-  } else if (doc->exists && version <= doc->version) {
-    st = MW_ERR_STATE;
-  } else {
-    int64_t t = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
-    mw_shadow_doc_t next;
-    mw_shadow_doc_init(&next);
-    if (doc->exists && mw_shadow_doc_copy(&next, doc) != MW_OK) {
-      st = MW_ERR_NOMEM;
-    } else if (cJSON_IsNull(state)) {
-      mw_shadow_doc_free(&next);
-    } else {
-      const cJSON *d = cJSON_GetObjectItemCaseSensitive(state, "desired");
-      const cJSON *r = cJSON_GetObjectItemCaseSensitive(state, "reported");
-      if ((d && !cJSON_IsObject(d) && !cJSON_IsNull(d)) || (r && !cJSON_IsObject(r) && !cJSON_IsNull(r)))
-        st = MW_ERR_INVALID;
-      else if (!merge_section(&next.desired, &next.meta_desired, d, t) ||
-               !merge_section(&next.reported, &next.meta_reported, r, t))
-        st = MW_ERR_NOMEM;
-    }
-    if (st == MW_OK) {
-      next.version = version;
-      next.timestamp = t;
-      next.exists = true;
-      next.deleted_at = 0;
-      mw_shadow_doc_free(doc);
-      *doc = next;
-    } else {
-      mw_shadow_doc_free(&next);
-    }
-  }
+  mw_status_t st;
+  cJSON *root = mw_shadow_json_parse(payload, len, &st);
+  if (root) st = mw_shadow_doc_apply_accepted_tree(doc, root);
   cJSON_Delete(root);
   return st;
 }
