@@ -234,8 +234,9 @@ local function arm(st, req)
     local what = describe(st, req.op)
     if not req.sent then
       if st.online then
-        return complete(st, req, nil, ("%s not sent within %d ms: the shadow is still being read after connecting")
-          :format(what, st.timeout_ms), "ETIMEDOUT")
+        local why = req.busy and "the broker connection's in-flight window stayed full"
+          or "the document was not read back after connecting (is the shadow service running?)"
+        return complete(st, req, nil, ("%s not sent within %d ms: %s"):format(what, st.timeout_ms, why), "ETIMEDOUT")
       end
       return complete(st, req, nil, ("%s not sent within %d ms: not connected"):format(what, st.timeout_ms), "ENOTCONN")
     end
@@ -255,8 +256,15 @@ local function enqueue(st, req)
   if not req.timer then arm(st, req) end
 end
 
+-- Requests go out as soon as the connection is up (the response topics are subscribed
+-- first); reported batches also wait for the document to be read, for its version.
 local function ready(st)
   return st.online and st.synced and not st.closed
+end
+
+local function can_send(st, req)
+  if req.kind == "batch" then return ready(st) end
+  return st.online and not st.closed
 end
 
 -- Publishes a request now. Not connected or a full in-flight window: queued again.
@@ -282,11 +290,12 @@ function send(st, req)
     return
   end
   if code == "ENOTCONN" or code == "EBUSY" then
+    req.busy = code == "EBUSY"
     enqueue(st, req)
     if code == "EBUSY" and not st.retry_timer then
       st.retry_timer = timer.after(50, entry(function()
         st.retry_timer = nil
-        if ready(st) then st.drain() end
+        st.drain()
       end))
     end
     return
@@ -295,8 +304,8 @@ function send(st, req)
 end
 
 local function drain(st)
-  if not ready(st) then return end
-  if st.retry_batch then
+  if not st.online or st.closed then return end
+  if st.retry_batch and ready(st) then
     local b = st.retry_batch
     st.retry_batch = nil
     send(st, b)
@@ -305,7 +314,7 @@ local function drain(st)
   st.queue = {}
   for _, req in ipairs(q) do
     if not req.done then
-      if ready(st) then send(st, req) else enqueue(st, req) end
+      if can_send(st, req) then send(st, req) else enqueue(st, req) end
     end
   end
   flush(st)
@@ -323,7 +332,7 @@ local function await(st, req, fn)
   local co, main = coroutine.running()
   local waits = fn == nil and not main and coroutine.isyieldable()
   req.issuing = true
-  if ready(st) then send(st, req) else enqueue(st, req) end
+  if can_send(st, req) then send(st, req) else enqueue(st, req) end
   req.issuing = nil
   if req.done then -- failed at once
     local r = req.result
@@ -619,6 +628,7 @@ end
 
 VIEW.__newindex = function(v, k)
   local info = views[v]
+  info = { kind = info.kind, path = extend(info.path, k) }
   local hint = info.kind == "desired" and " (change desired state with sh:update{desired = {...}})"
     or info.kind == "const" and " (arrays are whole values in a shadow: assign the whole array)"
     or " (write reported values through sh.reported)"
@@ -1051,6 +1061,7 @@ function M.open(name, opts)
       complete(st, st.inflight, nil, "the connection was lost before the answer", "ECONNRESET")
     end
     start_sync(st, true)
+    drain(st)
   end))
   st.listeners[2] = mqtt.on("disconnect", entry(function()
     st.online, st.synced = false, false
