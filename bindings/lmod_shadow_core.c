@@ -5,7 +5,8 @@
 ** service applies, and caches it with the service's SQLite store (mw_shadow_store.h).
 **
 **   core.parse(payload)        -> resp, version|nil, clientToken|nil  | nil, msg, "EJSON"
-**   resp:table()               -> the payload as a Lua table (before doc:replace(resp) only)
+**                                 (cJSON's parser: answers of the service are not re-validated)
+**   resp:table([key])          -> the payload (or one member) as a Lua table (before doc:replace)
 **   core.doc()                 -> doc: empty, version 0, exists false
 **   doc:apply(resp)            -> "applied" | "stale" | nil, msg, code   (/update/accepted)
 **   doc:replace(resp)          -> true | nil, msg, code                  (/get/accepted)
@@ -82,7 +83,7 @@ static int core_parse(lua_State *L) {
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, MT_RESP);
   mw_status_t st;
-  r->root = mw_shadow_json_parse(payload, len, &st);
+  r->root = mw_shadow_json_parse(payload, len, false, &st);
   if (!r->root) return lb_fail(L, st == MW_ERR_NOMEM ? "out of memory" : "not a JSON object", st == MW_ERR_NOMEM ? "ENOMEM" : "EJSON");
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "version");
   if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 9007199254740992.0 &&
@@ -96,10 +97,14 @@ static int core_parse(lua_State *L) {
   return 3;
 }
 
+/* resp:table([key]) -> the payload (or its member key, nil if absent) as a Lua table */
 static int resp_table(lua_State *L) {
   lresp_t *r = luaL_checkudata(L, 1, MT_RESP);
+  const char *key = luaL_optstring(L, 2, NULL);
   if (!r->root || r->consumed) return luaL_error(L, "shadow response already used");
-  if (!mw_json_push(L, r->root, MW_JSON_MAX_DEPTH)) return luaL_error(L, "shadow response nests too deep");
+  const cJSON *item = key ? cJSON_GetObjectItemCaseSensitive(r->root, key) : r->root;
+  if (!item) return 0;
+  if (!mw_json_push(L, item, MW_JSON_MAX_DEPTH)) return luaL_error(L, "shadow response nests too deep");
   return 1;
 }
 

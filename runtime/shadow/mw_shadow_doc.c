@@ -727,15 +727,39 @@ cJSON *mw_shadow_delta_metadata(const cJSON *delta, const cJSON *meta_desired) {
 ** Merge
 */
 
-/* Sets obj[key] = v, replacing in place (keeps member order) or appending. Frees v on failure. */
-static bool set_member(cJSON *obj, const char *key, cJSON *v) {
+/*
+** obj[key], searching from *hint (wrapping around) and leaving *hint after the match: a request
+** usually names its keys in the document's order, so merging n keys costs O(n), not O(n^2).
+** *hint must be NULL or a member of obj.
+*/
+static cJSON *find_member(const cJSON *obj, const char *key, cJSON **hint) {
+  cJSON *start = *hint ? *hint : obj->child;
+  for (cJSON *c = start; c; c = c->next)
+    if (c->string && strcmp(c->string, key) == 0) {
+      *hint = c->next;
+      return c;
+    }
+  for (cJSON *c = obj->child; c && c != start; c = c->next)
+    if (c->string && strcmp(c->string, key) == 0) {
+      *hint = c->next;
+      return c;
+    }
+  return NULL;
+}
+
+/*
+** obj[key] = v, where old is the current member (NULL: none): replaced in place (keeps member
+** order; v takes over old's key string) or appended. Frees v on failure.
+*/
+static bool put_member(cJSON *obj, cJSON *old, const char *key, cJSON *v) {
   if (!v) return false;
-  if (cJSON_GetObjectItemCaseSensitive(obj, key)) {
-    if (cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v)) return true;
-    cJSON_Delete(v);
-    return false;
-  }
-  return add(obj, key, v);
+  if (!old) return add(obj, key, v);
+  if (v->string && !(v->type & cJSON_StringIsConst)) cJSON_free(v->string);
+  v->string = old->string;
+  v->type = (v->type & ~cJSON_StringIsConst) | (old->type & cJSON_StringIsConst);
+  old->string = NULL;
+  old->type &= ~cJSON_StringIsConst;
+  return cJSON_ReplaceItemViaPointer(obj, old, v); /* deletes old */
 }
 
 /*
@@ -744,23 +768,30 @@ static bool set_member(cJSON *obj, const char *key, cJSON *v) {
 ** arrays) replaces the whole value. Every written leaf gets timestamp ts.
 */
 static bool merge_object(cJSON *dst, cJSON *meta, const cJSON *src, int64_t ts) {
+  cJSON *dh = NULL, *mh = NULL;
   for (const cJSON *s = src->child; s; s = s->next) {
     const char *k = s->string;
+    cJSON *d = find_member(dst, k, &dh), *m = find_member(meta, k, &mh);
     if (cJSON_IsNull(s)) {
-      cJSON_DeleteItemFromObjectCaseSensitive(dst, k);
-      cJSON_DeleteItemFromObjectCaseSensitive(meta, k);
+      if (d) cJSON_Delete(cJSON_DetachItemViaPointer(dst, d));
+      if (m) cJSON_Delete(cJSON_DetachItemViaPointer(meta, m));
       continue;
     }
     if (cJSON_IsObject(s)) {
-      cJSON *d = cJSON_GetObjectItemCaseSensitive(dst, k);
-      cJSON *m = cJSON_GetObjectItemCaseSensitive(meta, k);
-      if (!cJSON_IsObject(d)) {
-        if (!set_member(dst, k, d = cJSON_CreateObject())) return false;
-        m = NULL;
+      bool fresh = !cJSON_IsObject(d);
+      if (fresh) {
+        cJSON *n = cJSON_CreateObject();
+        if (!put_member(dst, d, k, n)) return false;
+        d = n;
       }
-      if (!cJSON_IsObject(m) && !set_member(meta, k, m = cJSON_CreateObject())) return false;
+      if (fresh || !cJSON_IsObject(m)) {
+        cJSON *n = cJSON_CreateObject();
+        if (!put_member(meta, m, k, n)) return false;
+        m = n;
+      }
       if (!merge_object(d, m, s, ts)) return false;
-    } else if (!set_member(dst, k, cJSON_Duplicate(s, 1)) || !set_member(meta, k, mw_shadow_metadata_for(s, ts))) {
+    } else if (!put_member(dst, d, k, cJSON_Duplicate(s, 1)) ||
+               !put_member(meta, m, k, mw_shadow_metadata_for(s, ts))) {
       return false;
     }
   }
@@ -1113,9 +1144,10 @@ static cJSON *take_section(cJSON *parent, const char *key) {
   return cJSON_DetachItemViaPointer(parent, v);
 }
 
-cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st) {
-  int code;
-  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, bool strict, mw_status_t *st) {
+  int code = 400;
+  cJSON *root = strict ? parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code)
+                       : cJSON_ParseWithLength(payload, len);
   if (cJSON_IsObject(root)) {
     *st = MW_OK;
     return root;
@@ -1148,7 +1180,7 @@ mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc) {
 mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
   mw_shadow_doc_init(doc);
   mw_status_t st;
-  cJSON *root = mw_shadow_json_parse(json, len, &st);
+  cJSON *root = mw_shadow_json_parse(json, len, true, &st);
   if (root) st = mw_shadow_doc_take(root, doc);
   cJSON_Delete(root);
   return st;
@@ -1190,7 +1222,7 @@ mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON 
 
 mw_status_t mw_shadow_doc_apply_accepted(mw_shadow_doc_t *doc, const void *payload, size_t len) {
   mw_status_t st;
-  cJSON *root = mw_shadow_json_parse(payload, len, &st);
+  cJSON *root = mw_shadow_json_parse(payload, len, true, &st);
   if (root) st = mw_shadow_doc_apply_accepted_tree(doc, root);
   cJSON_Delete(root);
   return st;

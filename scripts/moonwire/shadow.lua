@@ -490,11 +490,26 @@ function H.update_rejected(st, topic, payload)
   complete(st, req, nil, rejected(st, "update", msg))
 end
 
+-- info.metadata is built when the handler reads it: most never do, and it is as big as the delta.
+local function delta_info(resp)
+  return setmetatable({ source = "delta", timestamp = resp:table("timestamp") }, {
+    __index = function(t, k)
+      if k ~= "metadata" then return nil end
+      local m = resp:table("metadata")
+      rawset(t, "metadata", m)
+      return m
+    end,
+  })
+end
+
 function H.update_delta(st, topic, payload)
-  local msg = decode(st, topic, payload)
-  if not msg then return end
-  local v = msg.version
-  if math.type(v) ~= "integer" or not is_object(msg.state) then
+  local resp, v = core.parse(payload)
+  if not resp then
+    log.warn(("shadow %s: ignored a malformed message on %s"):format(label(st), topic))
+    return
+  end
+  local state = resp:table("state")
+  if math.type(v) ~= "integer" or not is_object(state) then
     log.warn(("shadow %s: ignored a delta without version or state on %s"):format(label(st), topic))
     return
   end
@@ -502,8 +517,8 @@ function H.update_delta(st, topic, payload)
   -- same version as the document is fine (its /update/accepted simply came first).
   if v <= st.delta_version or v < st.doc:version() then return end
   st.delta_version = v
-  merge_into(st.told, msg.state)
-  deliver(st, msg.state, v, { source = "delta", timestamp = msg.timestamp, metadata = msg.metadata })
+  merge_into(st.told, state)
+  deliver(st, state, v, delta_info(resp))
 end
 
 function H.get_accepted(st, topic, payload)
