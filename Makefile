@@ -39,6 +39,7 @@ fuzz: fuzz-build
 
 bench: build
 	@tests/bench/run $(BUILD)
+	@tests/bench/shadow $(BUILD)
 
 demo: build
 	@examples/car/demo

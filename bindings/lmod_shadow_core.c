@@ -5,7 +5,6 @@
 ** service applies, and caches it with the service's SQLite store (mw_shadow_store.h).
 **
 **   core.parse(payload)        -> resp, version|nil, clientToken|nil  | nil, msg, "EJSON"
-**                                 (cJSON's parser: answers of the service are not re-validated)
 **   resp:table([key])          -> the payload (or one member) as a Lua table (before doc:replace)
 **   core.doc()                 -> doc: empty, version 0, exists false
 **   doc:apply(resp)            -> "applied" | "stale" | nil, msg, code   (/update/accepted)
@@ -83,7 +82,7 @@ static int core_parse(lua_State *L) {
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, MT_RESP);
   mw_status_t st;
-  r->root = mw_shadow_json_parse(payload, len, false, &st);
+  r->root = mw_shadow_json_parse(payload, len, &st);
   if (!r->root) return lb_fail(L, st == MW_ERR_NOMEM ? "out of memory" : "not a JSON object", st == MW_ERR_NOMEM ? "ENOMEM" : "EJSON");
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "version");
   if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 9007199254740992.0 &&

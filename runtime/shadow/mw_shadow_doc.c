@@ -1144,10 +1144,9 @@ static cJSON *take_section(cJSON *parent, const char *key) {
   return cJSON_DetachItemViaPointer(parent, v);
 }
 
-cJSON *mw_shadow_json_parse(const void *payload, size_t len, bool strict, mw_status_t *st) {
-  int code = 400;
-  cJSON *root = strict ? parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code)
-                       : cJSON_ParseWithLength(payload, len);
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st) {
+  int code;
+  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
   if (cJSON_IsObject(root)) {
     *st = MW_OK;
     return root;
@@ -1180,7 +1179,7 @@ mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc) {
 mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
   mw_shadow_doc_init(doc);
   mw_status_t st;
-  cJSON *root = mw_shadow_json_parse(json, len, true, &st);
+  cJSON *root = mw_shadow_json_parse(json, len, &st);
   if (root) st = mw_shadow_doc_take(root, doc);
   cJSON_Delete(root);
   return st;
@@ -1222,7 +1221,7 @@ mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON 
 
 mw_status_t mw_shadow_doc_apply_accepted(mw_shadow_doc_t *doc, const void *payload, size_t len) {
   mw_status_t st;
-  cJSON *root = mw_shadow_json_parse(payload, len, true, &st);
+  cJSON *root = mw_shadow_json_parse(payload, len, &st);
   if (root) st = mw_shadow_doc_apply_accepted_tree(doc, root);
   cJSON_Delete(root);
   return st;

@@ -240,13 +240,12 @@ char *mw_shadow_doc_serialize(const mw_shadow_doc_t *doc);
 mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc);
 
 /*
-** Device side, one parse per message; the top level must be an object. strict: as
-** mw_shadow_request_parse checks JSON (UTF-8, RFC 8259, duplicate keys: the last wins);
-** otherwise cJSON's own parser (what the device gets from the service is not re-validated).
-** Returns the tree (caller owns it: cJSON_Delete) with *st = MW_OK, or NULL with
-** *st = MW_ERR_INVALID / MW_ERR_NOMEM.
+** Device side, one parse per message: strict JSON, as mw_shadow_request_parse checks it (UTF-8,
+** RFC 8259, duplicate keys: the last wins), so whatever the device keeps and caches reads back
+** the same; the top level must be an object. Returns the tree (caller owns it: cJSON_Delete)
+** with *st = MW_OK, or NULL with *st = MW_ERR_INVALID / MW_ERR_NOMEM.
 */
-cJSON *mw_shadow_json_parse(const void *payload, size_t len, bool strict, mw_status_t *st);
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st);
 
 /*
 ** mw_shadow_doc_deserialize on a parsed tree: fills doc (initialised first) by detaching the

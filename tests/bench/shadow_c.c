@@ -26,7 +26,7 @@
 
 static struct {
   struct mosquitto *m;
-  char update[256], accepted[256], delta[256], rejected[256];
+  char update[224], accepted[256], delta[256], rejected[256]; /* thing <= 128, shadow <= 64 bytes */
   int fields, window;
   long warmup, count, total;
   long sent, done;

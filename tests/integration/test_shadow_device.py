@@ -442,3 +442,25 @@ def test_a_reported_batch_conflict_rereads_and_retries_once(broker, client, moon
     svc.send("update/accepted", doc(None, {"x": 2}, 10, u5["clientToken"]))
     assert svc.count("get") == 3
     assert count(car, "SHADOW ERROR") == 1
+
+
+# ------------------------------------------------------------------------ configuration
+
+def test_shadow_configuration_is_checked(tmp_path, pki):
+    app = tmp_path / "app.lua"
+    app.write_text('require "moonwire.shadow"')
+
+    def run(shadow):
+        cfg = tmp_path / "config.lua"
+        cfg.write_text("return " + mwtest.lua_literal(mwtest._merge(mwtest.default_config(8883, pki),
+                                                                     {"shadow": shadow})) + "\n")
+        return mwtest.run_moonwire("run", app, "--config", cfg)
+
+    r = run({"debounce_sm": 5})
+    assert r.returncode == 1 and "unknown key 'shadow.debounce_sm' (did you mean 'shadow.debounce_ms'?)" in r.stderr
+    r = run({"timeout_ms": 10})
+    assert r.returncode == 1 and "shadow.timeout_ms: 10 is outside 100..600000" in r.stderr
+    r = run({"debounce_ms": 1.5})
+    assert r.returncode == 1 and "shadow.debounce_ms: expected an integer" in r.stderr
+    r = run({"cache": ""})
+    assert r.returncode == 1 and "shadow.cache: empty path" in r.stderr
