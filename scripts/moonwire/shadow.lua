@@ -183,7 +183,7 @@ local function deliver(st, delta, version, info)
   st.pending_delta = nil
   local first = true
   for _, h in ipairs(table.move(st.delta_handlers, 1, #st.delta_handlers, 1, {})) do
-    if h.active then
+    if h.active and not st.closed then
       call_user("shadow on_delta handler", h.fn, first and delta or deep_copy(delta), version, info)
       first = false
     end
