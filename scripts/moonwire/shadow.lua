@@ -267,12 +267,12 @@ local function can_send(st, req)
   return st.online and not st.closed
 end
 
--- Publishes a request now. Not connected or a full in-flight window: queued again.
 local function new_token(st)
   st.seq = st.seq + 1
   return st.token_prefix .. st.seq
 end
 
+-- Publishes a request now. Not connected or a full in-flight window: queued again.
 function send(st, req)
   req.token = req.token or new_token(st)
   local payload = req.encode(req.token)
