@@ -1144,6 +1144,14 @@ static cJSON *take_section(cJSON *parent, const char *key) {
   return cJSON_DetachItemViaPointer(parent, v);
 }
 
+/* A timestamp read from a document (epoch seconds); anything not a plausible one counts as 0
+** (a cast of an out-of-range double to int64_t is undefined). */
+static int64_t timestamp_value(const cJSON *ts) {
+  if (!cJSON_IsNumber(ts)) return 0;
+  double d = ts->valuedouble;
+  return d >= 0 && d <= VERSION_MAX ? (int64_t)d : 0;
+}
+
 cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st) {
   int code;
   cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
@@ -1171,7 +1179,7 @@ mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc) {
   doc->meta_desired = doc->desired ? take_section(meta, "desired") : NULL;
   doc->meta_reported = doc->reported ? take_section(meta, "reported") : NULL;
   doc->version = version;
-  doc->timestamp = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
+  doc->timestamp = timestamp_value(ts);
   doc->exists = true;
   return MW_OK;
 }
@@ -1197,7 +1205,7 @@ mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON 
   const cJSON *r = cJSON_IsObject(state) ? cJSON_GetObjectItemCaseSensitive(state, "reported") : NULL;
   if ((d && !cJSON_IsObject(d) && !cJSON_IsNull(d)) || (r && !cJSON_IsObject(r) && !cJSON_IsNull(r)))
     return MW_ERR_INVALID;
-  int64_t t = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
+  int64_t t = timestamp_value(ts);
   mw_shadow_doc_t next;
   mw_shadow_doc_init(&next);
   mw_status_t st = MW_OK;
