@@ -256,6 +256,10 @@ mqtt.on("connect", function()
     log.info("CO GET2", doc2.version, doc2.state.reported.mode, settings.version)
     local bad, err2, code2 = settings:update { desired = { mode = "x" }, version = 99 }
     log.info("CO CONFLICT", tostring(bad), code2, err2)
+    assert(settings:update { reported = { gone = 1 } })
+    assert(settings:update { reported = { gone = json.null } }) -- json.null deletes
+    local doc3 = assert(settings:get())
+    log.info("CO NULL", tostring(doc3.state.reported.gone), settings.version, tostring(settings.reported.gone))
   end)()
 end)
 '''
@@ -269,9 +273,10 @@ def test_named_shadow_with_coroutine_requests(broker, client, moonwire, service,
     car.wait_for_output(r'CO UPDATE 1 \{"reported":\{"mode":"normal"\}\}')
     car.wait_for_output(r"CO GET2 1 normal 1")
     car.wait_for_output(r"CO CONFLICT nil 409 shadow update \(car-01/settings\) rejected: Version conflict \(409\)")
+    car.wait_for_output(r"CO NULL nil 3 nil")
     op = Operator(client, base=f"{T}/name/settings")
     op.set_desired({"mode": "eco"})
-    car.wait_for_output(r'DELTA v2 delta \{"mode":"eco"\}')
+    car.wait_for_output(r'DELTA v4 delta \{"mode":"eco"\}')
     op.wait_reported("mode", "eco")
     # The classic shadow was never touched.
     classic = Operator(client)
