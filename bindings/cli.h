@@ -25,10 +25,16 @@ int mw_cmd_run(int argc, char **argv);
 int mw_cmd_script(int argc, char **argv);
 int mw_cmd_shadow_service(int argc, char **argv);
 int mw_cmd_se(int argc, char **argv);
+int mw_cmd_pkcs11(int argc, char **argv);
+int mw_cmd_repl(int argc, char **argv);
+int mw_cmd_attach(int argc, char **argv);
 
 extern const char mw_usage_run[];
 extern const char mw_usage_script[];
 extern const char mw_usage_shadow_service[];
 extern const char mw_usage_se[];
+extern const char mw_usage_pkcs11[];
+extern const char mw_usage_repl[];
+extern const char mw_usage_attach[];
 
 #endif

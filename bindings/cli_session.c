@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "lb_state.h"
 #include "mw_log.h"
+#include "mw_pkcs11.h"
 #include "mw_trustm.h"
 
 int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const char *positional,
@@ -111,11 +112,63 @@ static mw_status_t trustm_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY 
   return st;
 }
 
-/* Opens the secure element named by se.* when tls.key lives in it. */
+/*
+** The TLS layer asks for a PKCS#11 key through this: open the token the URI names, log
+** in, and wrap the private key in an EVP_PKEY whose signatures run C_Sign. The token
+** handle lives as long as that key (the SSL_CTX holds it), so the session stays open
+** and the module is finalised when the context is freed at exit. As with the chip, a key
+** that does not belong to tls.cert is refused here rather than in every handshake.
+*/
+static mw_status_t pkcs11_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
+                                     size_t errlen) {
+  mw_session_t *s = ud;
+  mw_p11_open_opts_t o = {.module = s->cfg.pkcs11.module};
+  mw_p11_t *t = NULL;
+  mw_status_t st = mw_p11_open(ref->text, &o, &t, err, errlen);
+  if (st != MW_OK) return st;
+  EVP_PKEY *stored = NULL;
+  char why[512];
+  bool matches;
+  if (mw_p11_pubkey(t, &stored, why, sizeof why) == MW_OK) {
+    matches = pub && EVP_PKEY_eq(stored, pub) == 1;
+    EVP_PKEY_free(stored);
+    st = matches ? mw_p11_pkey(t, pub, out, err, errlen) : MW_ERR_TLS;
+  } else {
+    /* No public key object in the token: one test signature, checked with tls.cert's key. */
+    st = mw_p11_pkey(t, pub, out, err, errlen);
+    matches = false;
+    if (st == MW_OK) {
+      uint8_t digest[32], sig[1024];
+      size_t siglen = sizeof sig;
+      memset(digest, 0x5a, sizeof digest);
+      EVP_PKEY_CTX *sc = EVP_PKEY_CTX_new(*out, NULL), *vc = EVP_PKEY_CTX_new(pub, NULL);
+      matches = sc && vc && EVP_PKEY_sign_init(sc) == 1 && EVP_PKEY_CTX_set_signature_md(sc, EVP_sha256()) == 1 &&
+                EVP_PKEY_sign(sc, sig, &siglen, digest, sizeof digest) == 1 && EVP_PKEY_verify_init(vc) == 1 &&
+                EVP_PKEY_CTX_set_signature_md(vc, EVP_sha256()) == 1 &&
+                EVP_PKEY_verify(vc, sig, siglen, digest, sizeof digest) == 1;
+      EVP_PKEY_CTX_free(sc);
+      EVP_PKEY_CTX_free(vc);
+      if (!matches) {
+        EVP_PKEY_free(*out);
+        *out = NULL;
+        st = MW_ERR_TLS;
+      }
+    }
+  }
+  if (st == MW_ERR_TLS && !matches)
+    snprintf(err, errlen, "the key in PKCS#11 token '%s' does not match the public key in tls.cert",
+             mw_p11_token_label(t));
+  if (st == MW_OK) MW_LOGI("pkcs11", "TLS key in PKCS#11 token '%s'", mw_p11_token_label(t));
+  mw_p11_close(t); /* the key keeps the session */
+  return st;
+}
+
+/*
+** Opens the secure element named by se.* (for tls.key and for moonwire.se, which finds it
+** in rt.se). With the TLS key in it, reconnects are never faster than every 5 s.
+*/
 static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
-  mw_keyref_t ref;
-  char why[256];
-  if (mw_keyref_parse(s->cfg.tls.key, &ref, why, sizeof why) != MW_OK || ref.kind != MW_KEY_TRUSTM) return 0;
+  if (!s->cfg.se.device && !s->cfg.se.sim) return 0;
   mw_trustm_config_t tc = {0};
   tc.device = s->cfg.se.device;
   tc.address = (uint8_t)s->cfg.se.address;
@@ -126,9 +179,13 @@ static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
                        s->se ? mw_trustm_last_error(s->se) : mw_status_str(st));
   }
   if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
+  s->rt.se = s->se;
   mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
+  mw_keyref_t ref;
+  char why[256];
   /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */
-  *backoff_floor = 5000;
+  if (mw_keyref_parse(s->cfg.tls.key, &ref, why, sizeof why) == MW_OK && ref.kind == MW_KEY_TRUSTM)
+    *backoff_floor = 5000;
   return 0;
 }
 
@@ -151,6 +208,7 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
 
   uint32_t backoff_floor = 0;
   if (open_se(s, &backoff_floor) != 0) return MW_EXIT_FAILURE;
+  mw_tls_set_key_loader(MW_KEY_PKCS11, pkcs11_key_loader, s);
   mw_tls_config_t tc = {s->cfg.tls.ca, s->cfg.tls.cert, s->cfg.tls.key, s->cfg.broker.alpn, s->cfg.broker.host};
   if (mw_tls_ctx_new(&tc, &s->tls, err, sizeof err) != MW_OK) return mw_cli_fail("%s: %s", config, err);
   mw_mqtt_config_t mc = {
@@ -203,6 +261,8 @@ void mw_session_close(mw_session_t *s) {
   mw_tls_ctx_free(s->tls);
   s->tls = NULL;
   mw_tls_set_key_loader(MW_KEY_TRUSTM, NULL, NULL);
+  mw_tls_set_key_loader(MW_KEY_PKCS11, NULL, NULL);
+  s->rt.se = NULL;
   mw_trustm_close(s->se);
   s->se = NULL;
   mw_config_free(&s->cfg);

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "lb.h"
 #include "cli_session.h"
+#include "lb_repl_server.h"
 #include "lb_state.h"
 #include "mw_log.h"
 
@@ -38,9 +39,14 @@ int mw_cmd_run(int argc, char **argv) {
   char err[1024], appdir[PATH_MAX];
   snprintf(appdir, sizeof appdir, "%s", app);
   rc = mw_session_open(&s, o.config, &o.ov, o.level, dirname(appdir), on_event, NULL);
+  /* The REPL socket (docs/repl.md) comes first: a second runtime for the same thing stops here,
+     before its app has done anything. */
+  lb_repl_server_t *repl = NULL;
+  if (rc == MW_EXIT_OK && lb_repl_server_open(&s.rt, app, &repl, err, sizeof err) != 0) rc = mw_cli_fail("%s", err);
   /* The app registers its handlers first, so they are subscribed with the first CONNACK. */
   if (rc == MW_EXIT_OK && lb_state_run_file(&s.rt, app, err, sizeof err) != 0) rc = mw_cli_fail("%s", err);
   if (rc == MW_EXIT_OK) mw_session_run(&s, app);
+  lb_repl_server_close(repl);
   mw_session_close(&s);
   return rc;
 }

@@ -37,6 +37,11 @@ typedef struct mw_rt {
   int live_refs;            /* registry refs taken through lb_ref and not yet released */
   size_t mem_used, mem_limit, mem_peak;
   uint64_t started_ms;
+  struct mw_trustm *se;     /* the configuration's secure element (se = {...}), or NULL; borrowed */
+  /* Interrupt contract (docs/contracts, issues 3 and 6): polled by the budget hook while Lua runs;
+     nonzero aborts the running call with "interrupted". The REPL sets it while it evaluates. */
+  int (*interrupt_poll)(struct mw_rt *rt);
+  void *interrupt_ud;
 } mw_rt_t;
 
 /* Sets/gets the context stored in the registry. */
@@ -74,6 +79,7 @@ int luaopen_moonwire_mqtt(lua_State *L);
 int luaopen_moonwire_device(lua_State *L);
 int luaopen_moonwire_json(lua_State *L);
 int luaopen_moonwire_shadow_core(lua_State *L); /* internal half of moonwire.shadow */
+int luaopen_moonwire_se(lua_State *L);
 
 /* MQTT events from the runtime (called by main.c's mw_mqtt event function). */
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev);

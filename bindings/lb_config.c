@@ -49,7 +49,10 @@ static const field_t shadow_fields[] = {{"cache", F_STRING, 0, 0, NULL},
                                         {"debounce_ms", F_INT, 0, 60000, NULL},
                                         {"timeout_ms", F_INT, 100, 600000, NULL},
                                         {NULL, 0, 0, 0, NULL}};
+static const field_t pkcs11_fields[] = {{"module", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t repl_fields[] = {
+    {"enabled", F_BOOL, 0, 0, NULL}, {"socket", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t top_fields[] = {
     {"thing", F_STRING, 0, 0, NULL},        {"client_id", F_STRING, 0, 0, NULL},
     {"broker", F_TABLE, 0, 0, broker_fields}, {"tls", F_TABLE, 0, 0, tls_fields},
@@ -57,6 +60,8 @@ static const field_t top_fields[] = {
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
     {"shadow", F_TABLE, 0, 0, shadow_fields},
+    {"pkcs11", F_TABLE, 0, 0, pkcs11_fields},
+    {"repl", F_TABLE, 0, 0, repl_fields},
     {NULL, 0, 0, 0, NULL}};
 
 typedef struct {
@@ -248,6 +253,9 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   cfg->se.device = get_str(L, t, "se", "device", NULL);
   cfg->se.sim = get_str(L, t, "se", "sim", NULL);
   if (get_int(L, t, "se", "address", &v)) cfg->se.address = (int)v;
+  cfg->pkcs11.module = get_str(L, t, "pkcs11", "module", NULL);
+  get_bool(L, t, "repl", "enabled", &cfg->repl.enabled);
+  cfg->repl.socket = get_str(L, t, "repl", "socket", NULL);
 
   if (ov && ov->thing) {
     free(cfg->thing);
@@ -287,6 +295,8 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   int empty_cache = cache && !*cache;
   free(cache);
   if (empty_cache) return cfail(c, "shadow.cache: empty path (leave it out for the default)");
+  if (cfg->repl.socket && (cfg->repl.socket[0] != '/' || strlen(cfg->repl.socket) >= 108))
+    return cfail(c, "repl.socket: '%s' must be an absolute path shorter than 108 bytes", cfg->repl.socket);
   if (cfg->log_level && mw_log_level_parse(cfg->log_level) < 0)
     return cfail(c, "log.level: '%s' is not one of debug, info, warn, error", cfg->log_level);
   return 0;

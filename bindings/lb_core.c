@@ -111,6 +111,7 @@ void lb_preload(lua_State *L) {
       {"moonwire.mqtt", luaopen_moonwire_mqtt},   {"moonwire.device", luaopen_moonwire_device},
       {"moonwire.json", luaopen_moonwire_json},
       {"moonwire.shadow.core", luaopen_moonwire_shadow_core},
+      {"moonwire.se", luaopen_moonwire_se},
       {NULL, NULL},
   };
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -13,7 +13,11 @@ static const mw_command_t commands[] = {
     {"script", mw_cmd_script, "run a Lua script with the moonwire modules, without a broker", mw_usage_script},
     {"shadow-service", mw_cmd_shadow_service, "serve AWS IoT Device Shadow topics for every thing (local stand-in)",
      mw_usage_shadow_service},
-    {"se", mw_cmd_se, "the OPTIGA Trust M secure element: info, random, keygen, pubkey", mw_usage_se},
+    {"se", mw_cmd_se, "the OPTIGA Trust M: info, random, keygen, pubkey, csr, cert, data, metadata, counter",
+     mw_usage_se},
+    {"pkcs11", mw_cmd_pkcs11, "keys in a PKCS#11 token: tokens, objects, keygen, pubkey, info, csr", mw_usage_pkcs11},
+    {"repl", mw_cmd_repl, "a local interactive Lua prompt with the moonwire modules", mw_usage_repl},
+    {"attach", mw_cmd_attach, "a Lua prompt inside a running 'moonwire run'", mw_usage_attach},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -15,6 +15,7 @@ void mw_config_defaults(mw_config_t *c) {
   c->limits.max_payload = 128 * 1024; /* AWS IoT: 128 KB payloads */
   c->limits.lua_memory = 32u << 20;
   c->se.address = 0x30;
+  c->repl.enabled = true;
 }
 
 void mw_config_free(mw_config_t *c) {
@@ -30,7 +31,9 @@ void mw_config_free(mw_config_t *c) {
   free(c->will.payload);
   free(c->se.device);
   free(c->se.sim);
+  free(c->pkcs11.module);
   free(c->log_level);
+  free(c->repl.socket);
   memset(c, 0, sizeof *c);
 }
 

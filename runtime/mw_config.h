@@ -44,6 +44,13 @@ typedef struct {
     char *sim;    /* simulator state file instead of a device */
   } se;
   char *log_level;
+  struct {
+    bool enabled; /* the REPL socket of `moonwire run` (docs/repl.md); true by default */
+    char *socket; /* explicit socket path; NULL: the default for the thing */
+  } repl;
+  struct {
+    char *module; /* PKCS#11 module for pkcs11: keys without module-path= */
+  } pkcs11;
 } mw_config_t;
 
 void mw_config_defaults(mw_config_t *c);

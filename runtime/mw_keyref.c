@@ -1,13 +1,18 @@
 #include "mw_keyref.h"
 
+#include "mw_p11_uri.h"
+
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 static mw_status_t fail(char *why, size_t whylen, const char *msg, const char *s) {
-  if (why && whylen) snprintf(why, whylen, "%s: '%s'", msg, s);
+  char shown[1100];
+  mw_p11_uri_redact(s, shown, sizeof shown); /* a pkcs11: URI may carry a PIN */
+  if (why && whylen) snprintf(why, whylen, "%s: '%s'", msg, shown);
   return MW_ERR_INVALID;
 }
 
@@ -45,8 +50,14 @@ mw_status_t mw_keyref_parse(const char *s, mw_keyref_t *out, char *why, size_t w
     if (colon && strcmp(colon, ":^") == 0) return parse_oid(s, (size_t)(colon - s), s, out, why, whylen);
   }
   if (strncasecmp(s, "pkcs11:", 7) == 0) {
-    if (!strstr(s, "object=") && !strstr(s, "id="))
-      return fail(why, whylen, "a pkcs11: URI must name the key with object= or id=", s);
+    mw_p11_uri_t *u = malloc(sizeof *u);
+    if (!u) return fail(why, whylen, "out of memory", s);
+    mw_status_t st = mw_p11_uri_parse(s, u, why, whylen);
+    bool named = st == MW_OK && (u->has & (MW_P11_HAS_OBJECT | MW_P11_HAS_ID));
+    mw_p11_uri_clear(u);
+    free(u);
+    if (st != MW_OK) return st;
+    if (!named) return fail(why, whylen, "a pkcs11: URI must name the key with object= or id=", s);
     out->kind = MW_KEY_PKCS11;
     memcpy(out->text, s, len + 1);
     return MW_OK;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mw_log.h"
+#include "mw_p11_uri.h"
 
 struct mw_tls_ctx {
   SSL_CTX *ctx;
@@ -112,9 +113,11 @@ static mw_status_t load_key(mw_tls_ctx_t *t, const mw_tls_config_t *cfg, char *e
       return MW_ERR_TLS;
     }
   } else {
+    char shown[1100];
+    mw_p11_uri_redact(cfg->key, shown, sizeof shown); /* never a PIN in a message */
     if (!loaders[ref.kind].fn) {
       snprintf(err, errlen, "tls.key: %s keys are not available in this build or configuration (%s)",
-               mw_keyref_kind_name(ref.kind), cfg->key);
+               mw_keyref_kind_name(ref.kind), shown);
       return MW_ERR_UNSUPPORTED;
     }
     EVP_PKEY *pub = leaf ? X509_get0_pubkey(leaf) : NULL;
@@ -122,7 +125,7 @@ static mw_status_t load_key(mw_tls_ctx_t *t, const mw_tls_config_t *cfg, char *e
     char lerr[512] = "";
     mw_status_t st = loaders[ref.kind].fn(loaders[ref.kind].ud, &ref, pub, &pkey, lerr, sizeof lerr);
     if (st != MW_OK) {
-      snprintf(err, errlen, "tls.key %s: %s", cfg->key, lerr);
+      snprintf(err, errlen, "tls.key %s: %s", shown, lerr);
       return st;
     }
     int ok = SSL_CTX_use_PrivateKey(t->ctx, pkey);

@@ -27,6 +27,40 @@ mw_status_t mw__trustm_fail(mw_trustm_t *dev, mw_status_t st, const char *fmt, .
   return st;
 }
 
+/*
+** Typical execution times of the commands that compute, before anything was measured:
+** a little under the datasheet's class for P-256 (~60 ms to sign; other curves take
+** longer, which the learned value then reflects). 0: short command, polled from the start.
+*/
+static uint32_t default_expect_us(uint8_t cmd) {
+  switch (cmd & 0x7F) {
+  case MW_TRUSTM_CMD_CALC_SIGN & 0x7F: return 55000;
+  case MW_TRUSTM_CMD_VERIFY_SIGN & 0x7F: return 70000;
+  case MW_TRUSTM_CMD_CALC_SSEC & 0x7F: return 55000;
+  case MW_TRUSTM_CMD_GEN_KEYPAIR & 0x7F: return 50000;
+  default: return 0;
+  }
+}
+
+/*
+** What to expect for cmd: the learned time, else the default. The learned value follows a
+** faster chip at once and a slower one by half the difference per command, so one
+** command delayed by the security monitor does not make every later poll late; it is
+** capped at 4x the default (a P-521 signature takes ~2.5x a P-256 one).
+*/
+static uint32_t expect_for(const mw_trustm_t *dev, uint8_t cmd) {
+  uint32_t d = default_expect_us(cmd), v = dev->learned_us[cmd & 0x7F];
+  return d ? (v ? v : d) : 0;
+}
+
+static void learn(mw_trustm_t *dev, uint8_t cmd, uint32_t took) {
+  uint32_t d = default_expect_us(cmd), *v = &dev->learned_us[cmd & 0x7F];
+  if (!d || !took) return;
+  uint32_t cur = *v ? *v : d;
+  cur = took <= cur ? took : cur + (took - cur) / 2;
+  *v = cur > 4 * d ? 4 * d : cur;
+}
+
 /* One APDU already in dev->apdu; a link failure resyncs and schedules a restart. */
 static mw_status_t exchange(mw_trustm_t *dev, const char *what, size_t len, uint8_t *sta, const uint8_t **out,
                             size_t *out_len) {
@@ -101,8 +135,12 @@ mw_status_t mw__trustm_cmd(mw_trustm_t *dev, const char *what, uint8_t cmd, uint
     dev->apdu[3] = (uint8_t)in_len;
     if (in_len) memmove(dev->apdu + 4, in, in_len);
     uint8_t sta;
+    dev->link.expect_us = expect_for(dev, cmd);
+    dev->link.observed_us = 0;
     mw_status_t st = exchange(dev, what, 4 + in_len, &sta, out, out_len);
+    dev->link.expect_us = 0;
     if (st != MW_OK) return st;
+    if (sta == 0x00) learn(dev, cmd, dev->link.observed_us);
     if (sta == 0x00) return MW_OK;
     if (sta != 0xFF) return mw__trustm_fail(dev, MW_ERR_PROTOCOL, "%s: unknown response status 0x%02X", what, sta);
     uint8_t code = fetch_error(dev);

@@ -148,7 +148,7 @@ mw_status_t mw_trustm_sig_to_der(const uint8_t *raw, size_t raw_len, uint8_t *de
   uint8_t body[2 * 70];
   size_t b = put_uint(body, r, rl);
   b += put_uint(body + b, s, sl);
-  uint8_t hdr[3];
+  uint8_t hdr[4]; /* tag + up to 3 length bytes (b < 256, so 2 are used) */
   hdr[0] = 0x30;
   size_t h = 1 + put_len(hdr + 1, b);
   if (h + b > cap) return MW_ERR_TOO_LARGE;

@@ -105,6 +105,20 @@ typedef struct {
   uint8_t net_in[1 + MW_TRUSTM_APDU_MAX + MW_TRUSTM_FRAME_MAX];  /* reassembled response */
   mw_trustm_stats_t *stats;
   char why[160];                 /* reason of the last link failure */
+  /* guard time: the end of the last transaction, so the next one starts >= guard_us later */
+  uint64_t last_stop_us;
+  bool stopped;
+  /*
+  ** How long the chip should work on the current command (0: no idea), set by the command
+  ** layer; the network layer arms it for the last frame of the request only. The first
+  ** I2C_STATE poll after that frame then waits until most of this time has passed, instead
+  ** of polling through the whole computation. observed_us is what the command took.
+  */
+  uint32_t expect_us;
+  bool expect_armed;
+  uint64_t sent_us;              /* when the last data frame was written */
+  uint64_t ready_seen_us;        /* start of the poll that last found a frame ready */
+  uint32_t observed_us;
 } mw_trustm_link_t;
 
 void mw__trustm_link_init(mw_trustm_link_t *l, const mw_trustm_transport_t *tr, mw_trustm_stats_t *stats);
@@ -166,6 +180,7 @@ struct mw_trustm {
   char last_error[192];
   uint8_t apdu[MW_TRUSTM_APDU_MAX + 8];
   uint8_t resp[MW_TRUSTM_APDU_MAX + 8];
+  uint32_t learned_us[128];      /* per command code: how long the chip took last time (smoothed) */
 };
 
 enum {

@@ -29,6 +29,7 @@ static mw_status_t send_chain(mw_trustm_link_t *l, const uint8_t *stream, size_t
                                      : MW_TRUSTM_CHAIN_MIDDLE;
     pkt[0] = presence | chain;
     memcpy(pkt + 1, stream + off, n);
+    l->expect_armed = i == nfrag - 1; /* the chip starts working after the last fragment */
     mw_status_t st = mw__trustm_dl_send(l, pkt, n + 1);
     if (st != MW_OK) return st;
     if (l->has_early && i != nfrag - 1) {

@@ -15,18 +15,31 @@ void mw__trustm_phys_sleep(mw_trustm_link_t *l, uint32_t us) { l->tr.ops->sleep_
 uint64_t mw__trustm_phys_now(mw_trustm_link_t *l) { return l->tr.ops->now_us(l->tr.ctx); }
 
 /*
+** The guard time is a minimum gap between one transaction's STOP and the next START. It
+** is kept by waiting only for what is left of it when the next transaction comes (often
+** nothing, when the driver has slept anyway), not by a sleep after every transaction.
+*/
+static void keep_guard(mw_trustm_link_t *l) {
+  if (!l->stopped) return;
+  uint64_t since = mw__trustm_phys_now(l) - l->last_stop_us;
+  if (since < l->guard_us) mw__trustm_phys_sleep(l, (uint32_t)(l->guard_us - since));
+}
+
+/*
 ** One transaction with NACK retry bounded by time (not just a count), so a chip that
 ** NACKs for longer than nack_budget_us is reported instead of waited for forever.
 */
 static mw_status_t transact(mw_trustm_link_t *l, bool write, uint8_t *buf, size_t len) {
   uint64_t start = mw__trustm_phys_now(l);
   for (;;) {
+    keep_guard(l);
     mw_status_t st = write ? l->tr.ops->write(l->tr.ctx, buf, len) : l->tr.ops->read(l->tr.ctx, buf, len);
     l->stats->transactions++;
+    l->last_stop_us = mw__trustm_phys_now(l);
+    l->stopped = true;
     if (st == MW_OK) {
       if (write) l->stats->bytes_written += len;
       else l->stats->bytes_read += len;
-      mw__trustm_phys_sleep(l, l->guard_us);
       return MW_OK;
     }
     if (st != MW_ERR_BUSY) {

@@ -14,6 +14,9 @@ What is here:
   ShadowService                `moonwire shadow-service` as a subprocess on a Broker (SQLite db)
   TcpProxy                     a loopback TCP relay that can cut and refuse connections, to take
                                one client offline while the broker keeps running
+  repl_env(), attach(), spawn_prompt(), sanitizer_report()
+                               the REPL: a private socket directory, `moonwire attach` piped or
+                               in a pseudo-terminal (pexpect), sanitizer reports in its output
 
 Everything talks to 127.0.0.1 only. Every process started here is registered and killed at exit
 even when a test forgets to.
@@ -743,6 +746,8 @@ class Moonwire:
     - config: dict merged (deeply) over default_config(broker, pki, thing); a value
       mwtest.DELETE removes a key. config_text: raw Lua written as the config instead.
     - args: extra command-line arguments (after `run APP --config CFG`).
+    - env: extra environment; without XDG_RUNTIME_DIR in it, each runtime gets a private one
+      (a fresh temp dir), so its REPL socket is its own.
     Output goes to workdir/stdout.txt and workdir/stderr.txt.
     """
 
@@ -770,6 +775,10 @@ class Moonwire:
         self.stderr_path = self.dir / "stderr.txt"
         self.args = [str(a) for a in args]
         self.env = dict(os.environ, **(env or {}))
+        if "XDG_RUNTIME_DIR" not in (env or {}):
+            # A private REPL socket directory (docs/repl.md): runtimes of the same thing in
+            # parallel tests must not meet at /run/moonwire/THING.sock.
+            self.env["XDG_RUNTIME_DIR"] = _temp_dir("mw-xdg-")
         self.proc = None
         if start:
             self.start()
@@ -1040,3 +1049,82 @@ class TcpProxy:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ------------------------------------------------------------------------------------ REPL
+
+def repl_env(base):
+    """Environment for `moonwire run`, `attach` and `repl` with a private socket directory
+    ($XDG_RUNTIME_DIR = a fresh temp dir, mode 0700) and history file (base/history), so tests
+    running in parallel never meet each other's sockets and never touch the user's history."""
+    base = Path(base)
+    xdg = _temp_dir("mw-xdg-")  # short: a socket path must fit in 108 bytes
+    return {"XDG_RUNTIME_DIR": xdg, "MOONWIRE_HISTORY": str(base / "history"),
+            "TERM": "xterm", "LANG": "C.UTF-8"}
+
+
+def attach(env, *args, input=None, timeout=20.0, binary=None, **kw):
+    """`moonwire attach ARGS` with stdin from input (text) -> CompletedProcess (text)."""
+    b = Path(binary) if binary else moonwire_bin()
+    return subprocess.run([str(b), "attach", *map(str, args)], input=input if input is not None else "",
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **env), **kw)
+
+
+def spawn_prompt(args, env, timeout=15.0, binary=None):
+    """`moonwire ARGS` (attach or repl) in a pseudo-terminal, as a person would use it: a pexpect
+    child with a wide window (no line wrapping in the output to match)."""
+    import pexpect  # Debian python3-pexpect
+    b = Path(binary) if binary else moonwire_bin()
+    child = pexpect.spawn(str(b), [str(a) for a in args], env=dict(os.environ, **env), encoding="utf-8",
+                          dimensions=(50, 220), timeout=timeout)
+    return child
+
+
+def sanitizer_report(text):
+    """The AddressSanitizer/LeakSanitizer/UBSan report in text, or None."""
+    m = re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:", text or "")
+    return text if m else None
+
+
+# ------------------------------------------------------------------------------------ PKCS#11
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+class SoftHsm:
+    """A SoftHSM2 token store of its own: softhsm2.conf and the token directory in `directory`,
+    one initialised token. Pass `env` to every process that should see it (SOFTHSM2_CONF).
+
+    SoftHsm(directory, label="moonwire", pin="1234", so_pin="5678")
+      .uri(object="device", pin=None|str, pin_source=None|path, **attrs) -> "pkcs11:token=...;object=..."
+      .env                                  {"SOFTHSM2_CONF": ...}
+    """
+
+    def __init__(self, directory, label="moonwire", pin="1234", so_pin="5678"):
+        self.dir = Path(directory)
+        (self.dir / "tokens").mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "softhsm2.conf"
+        self.conf.write_text(f"directories.tokendir = {self.dir / 'tokens'}\n"
+                             "objectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n")
+        self.env = {"SOFTHSM2_CONF": str(self.conf)}
+        self.label, self.pin = label, pin
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+                        "--so-pin", so_pin], check=True, capture_output=True, timeout=30,
+                       env=dict(os.environ, **self.env))
+
+    @staticmethod
+    def available():
+        return os.path.exists(SOFTHSM_MODULE) and shutil.which("softhsm2-util") is not None
+
+    def uri(self, object="device", pin=None, pin_source=None, **attrs):
+        parts = [f"token={self.label}"]
+        if object is not None:
+            parts.append(f"object={object}")
+        parts += [f"{k.replace('_', '-')}={v}" for k, v in attrs.items()]
+        uri = "pkcs11:" + ";".join(parts)
+        if pin_source is not None:
+            uri += f"?pin-source={pin_source}"
+        elif pin is not False:
+            uri += f"?pin-value={self.pin if pin is None else pin}"
+        return uri

@@ -92,6 +92,12 @@ assert(named.version == 0 and named:document() == nil and named.desired.anything
 local live = sh.desired
 assert(live.mode == "eco")
 
+-- The REPL's .shadow lists open shadows through shadow.opened() and sh:document().
+local repl = require "moonwire.repl"
+local listing = repl.commands.shadow.run()
+assert(listing:find("classic shadow of car-01:", 1, true) and listing:find("max_speed = 80", 1, true), listing)
+assert(listing:find("shadow 'settings' of car-01: no document received yet", 1, true), listing)
+
 -- Writes are staged and read back at once, merged with the document.
 sh.reported.speed = 30
 sh.reported.pos.x = 5

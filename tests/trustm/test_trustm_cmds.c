@@ -586,7 +586,8 @@ static void sign_cost(void) {
     printf("  CalcSign P-256 (%s ACK): %lu transactions, %lu bytes written, %lu read, %lu polls, %.1f ms modelled\n",
            m ? "piggy-backed" : "separate", st.transactions, st.bytes_written, st.bytes_read, st.polls,
            (double)(t1 - t0) / 1000.0);
-    CHECK(st.transactions <= 48);
+    /* Deterministic on the virtual clock: polls follow the command's expected time (was 36-40). */
+    CHECK(st.transactions <= 24);
     CHECK(t1 - t0 < 80000);
     tu_close(&p);
   }
