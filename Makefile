@@ -40,6 +40,7 @@ fuzz: fuzz-build
 bench: build
 	@tests/bench/run $(BUILD)
 	@tests/bench/reload $(BUILD)
+	@tests/bench/shadow $(BUILD)
 
 demo: build
 	@examples/car/demo

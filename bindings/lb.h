@@ -152,6 +152,7 @@ int luaopen_moonwire_timer(lua_State *L);
 int luaopen_moonwire_mqtt(lua_State *L);
 int luaopen_moonwire_device(lua_State *L);
 int luaopen_moonwire_json(lua_State *L);
+int luaopen_moonwire_shadow_core(lua_State *L); /* internal half of moonwire.shadow */
 int luaopen_moonwire_se(lua_State *L);
 
 /* MQTT events from the runtime (called by main.c's mw_mqtt event function). */
