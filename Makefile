@@ -39,6 +39,8 @@ fuzz: fuzz-build
 
 bench: build
 	@tests/bench/run $(BUILD)
+	@tests/bench/reload $(BUILD)
+	@tests/bench/shadow $(BUILD)
 
 demo: build
 	@examples/car/demo

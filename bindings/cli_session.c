@@ -15,21 +15,17 @@
 int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const char *positional,
                  const char *extra_opt) {
   memset(o, 0, sizeof *o);
+  const mw_cli_opt_t opts[] = {{"-c", "--config", &o->config},
+                               {"-b", "--broker", &o->ov.broker},
+                               {"-t", "--thing", &o->ov.thing},
+                               {"-l", "--log-level", &o->level},
+                               {extra_opt, NULL, &o->extra}, /* none when extra_opt is NULL */
+                               {0}};
+  int npos = 0;
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char **slot = NULL;
-    if (!strcmp(a, "-c") || !strcmp(a, "--config")) slot = &o->config;
-    else if (!strcmp(a, "-b") || !strcmp(a, "--broker")) slot = &o->ov.broker;
-    else if (!strcmp(a, "-t") || !strcmp(a, "--thing")) slot = &o->ov.thing;
-    else if (!strcmp(a, "-l") || !strcmp(a, "--log-level")) slot = &o->level;
-    else if (extra_opt && !strcmp(a, extra_opt)) slot = &o->extra;
-    else if (a[0] == '-') return mw_cli_usage_error(cmd, "unknown option '%s'", a);
-    else if (positional && !o->positional) o->positional = a;
-    else return mw_cli_usage_error(cmd, "unexpected argument '%s'", a);
-    if (slot) {
-      if (i + 1 >= argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
-      *slot = argv[++i];
-    }
+    int r = mw_cli_value_opt(cmd, argc, argv, &i, opts);
+    if (r == 0) r = mw_cli_positional(cmd, argv[i], &o->positional, positional ? 1 : 0, &npos);
+    if (r != 1) return r;
   }
   if (positional && !o->positional) return mw_cli_usage_error(cmd, "no %s given", positional);
   if (!o->config) return mw_cli_usage_error(cmd, "no configuration given (--config CONFIG.lua)");
@@ -203,6 +199,9 @@ int mw_session_open(mw_session_t *s, const char *config, const lb_config_overrid
   if (lb_config_load(s->rt.L, config, ov, &s->cfg, err, sizeof err) != 0) return mw_cli_fail("%s", err);
   s->rt.cfg = &s->cfg;
   s->rt.mem_limit = s->cfg.limits.lua_memory;
+  s->rt.budget_ms = s->cfg.lua.budget_ms;
+  s->rt.quarantine_after = s->cfg.lua.quarantine_after;
+  lb_budget_mem_update(&s->rt);
   if (level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(level));
   else if (s->cfg.log_level) mw_log_set_level((mw_log_level_t)mw_log_level_parse(s->cfg.log_level));
 

@@ -44,6 +44,21 @@ static const field_t se_fields[] = {{"device", F_STRING, 0, 0, NULL},
                                     {"address", F_INT, 0x08, 0x77, NULL},
                                     {"sim", F_STRING, 0, 0, NULL},
                                     {NULL, 0, 0, 0, NULL}};
+static const field_t rollback_fields[] = {
+    {"errors", F_INT, 1, 1000000, NULL}, {"within_s", F_INT, 1, 86400, NULL}, {NULL, 0, 0, 0, NULL}};
+static const field_t lua_fields[] = {{"budget_ms", F_INT, 0, 3600000, NULL},
+                                     {"load_budget_ms", F_INT, 0, 3600000, NULL},
+                                     {"load_memory", F_INT, 64 * 1024, 1L << 32, NULL},
+                                     {"quarantine_after", F_INT, 0, 1000000, NULL},
+                                     {"watch", F_BOOL, 0, 0, NULL},
+                                     {"debounce_ms", F_INT, 0, 10000, NULL},
+                                     {"rollback", F_TABLE, 0, 0, rollback_fields},
+                                     {NULL, 0, 0, 0, NULL}};
+/* moonwire.shadow (scripts/moonwire/shadow.lua reads these through moonwire.device). */
+static const field_t shadow_fields[] = {{"cache", F_STRING, 0, 0, NULL},
+                                        {"debounce_ms", F_INT, 0, 60000, NULL},
+                                        {"timeout_ms", F_INT, 100, 600000, NULL},
+                                        {NULL, 0, 0, 0, NULL}};
 static const field_t pkcs11_fields[] = {{"module", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t repl_fields[] = {
@@ -54,6 +69,8 @@ static const field_t top_fields[] = {
     {"will", F_TABLE, 0, 0, will_fields},   {"reconnect", F_TABLE, 0, 0, reconnect_fields},
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
+    {"lua", F_TABLE, 0, 0, lua_fields},
+    {"shadow", F_TABLE, 0, 0, shadow_fields},
     {"pkcs11", F_TABLE, 0, 0, pkcs11_fields},
     {"repl", F_TABLE, 0, 0, repl_fields},
     {NULL, 0, 0, 0, NULL}};
@@ -221,6 +238,34 @@ static int valid_thing(const char *s) {
   return 1;
 }
 
+/* The lua section: budgets and reloading (types and ranges are already checked). */
+static int extract_lua(lua_State *L, ctx_t *c, int t, mw_config_t *cfg) {
+  long long v;
+  if (get_int(L, t, "lua", "budget_ms", &v)) cfg->lua.budget_ms = (uint32_t)v;
+  if (get_int(L, t, "lua", "load_budget_ms", &v)) cfg->lua.load_budget_ms = (uint32_t)v;
+  if (get_int(L, t, "lua", "load_memory", &v)) cfg->lua.load_memory = (size_t)v;
+  if (get_int(L, t, "lua", "quarantine_after", &v)) cfg->lua.quarantine_after = (int)v;
+  if (get_int(L, t, "lua", "debounce_ms", &v)) cfg->lua.debounce_ms = (uint32_t)v;
+  get_bool(L, t, "lua", "watch", &cfg->lua.watch);
+  int found = 0;
+  if (lua_getfield(L, t, "lua") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "rollback") == LUA_TTABLE) {
+      found = 1;
+      if (lua_getfield(L, -1, "errors") == LUA_TNUMBER) cfg->lua.rollback_errors = (int)lua_tointeger(L, -1);
+      if (lua_getfield(L, -2, "within_s") == LUA_TNUMBER) cfg->lua.rollback_within_s = (uint32_t)lua_tointeger(L, -1);
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (found && (!cfg->lua.rollback_errors || !cfg->lua.rollback_within_s))
+    return cfail(c, "lua.rollback needs both 'errors' and 'within_s' (or leave it out: no automatic rollback)");
+  if (cfg->lua.load_memory && cfg->limits.lua_memory && cfg->lua.load_memory > cfg->limits.lua_memory)
+    return cfail(c, "lua.load_memory (%zu) is larger than limits.lua_memory (%zu)", cfg->lua.load_memory,
+                 cfg->limits.lua_memory);
+  return 0;
+}
+
 /* Fills cfg from the checked table at index t, then validates values across fields. */
 static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *ov, mw_config_t *cfg) {
   long long v;
@@ -250,6 +295,8 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   cfg->pkcs11.module = get_str(L, t, "pkcs11", "module", NULL);
   get_bool(L, t, "repl", "enabled", &cfg->repl.enabled);
   cfg->repl.socket = get_str(L, t, "repl", "socket", NULL);
+
+  if (extract_lua(L, c, t, cfg) != 0) return -1;
 
   if (ov && ov->thing) {
     free(cfg->thing);
@@ -285,6 +332,10 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   }
   if (cfg->reconnect.cap_ms < cfg->reconnect.base_ms)
     return cfail(c, "reconnect.cap_ms must not be smaller than reconnect.base_ms");
+  char *cache = get_str(L, t, "shadow", "cache", NULL);
+  int empty_cache = cache && !*cache;
+  free(cache);
+  if (empty_cache) return cfail(c, "shadow.cache: empty path (leave it out for the default)");
   if (cfg->repl.socket && (cfg->repl.socket[0] != '/' || strlen(cfg->repl.socket) >= 108))
     return cfail(c, "repl.socket: '%s' must be an absolute path shorter than 108 bytes", cfg->repl.socket);
   if (cfg->log_level && mw_log_level_parse(cfg->log_level) < 0)
@@ -331,9 +382,12 @@ int lb_config_load_text(lua_State *L, const char *path, const char *text, size_t
   }
   push_env(L);
   lua_setupvalue(L, -2, 1);
+  /* The state's own hook (the budget) comes back afterwards. */
+  lua_Hook prev_hook = lua_gethook(L);
+  int prev_mask = lua_gethookmask(L), prev_count = lua_gethookcount(L);
   lua_sethook(L, config_hook, LUA_MASKCOUNT, CONFIG_INSTRUCTION_LIMIT);
   int st = lua_pcall(L, 0, 1, 0);
-  lua_sethook(L, NULL, 0, 0);
+  lua_sethook(L, prev_hook, prev_mask, prev_count);
   if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in configuration");
     lua_settop(L, top);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lb.h"
+#include "lb_app.h"
 #include "lb_state.h"
 #include "mw_log.h"
 
@@ -17,14 +18,36 @@ static int panic(lua_State *L) {
   return 0; /* Lua aborts after this */
 }
 
+/* Lua's warn(): pieces are joined until the last one, then logged; "@on"/"@off" switch it. */
+static void warnf(void *ud, const char *msg, int tocont) {
+  mw_rt_t *rt = ud;
+  if (!rt->warn_len && !tocont && msg[0] == '@') {
+    if (strcmp(msg, "@off") == 0) rt->warn_off = 1;
+    else if (strcmp(msg, "@on") == 0) rt->warn_off = 0;
+    return;
+  }
+  size_t n = strlen(msg), room = sizeof rt->warn_buf - 1 - rt->warn_len;
+  memcpy(rt->warn_buf + rt->warn_len, msg, n < room ? n : room);
+  rt->warn_len += n < room ? n : room;
+  if (tocont) return;
+  rt->warn_buf[rt->warn_len] = '\0';
+  rt->warn_len = 0;
+  if (!rt->warn_off) mw_log_printf(MW_LOG_WARN, "lua", "%s", rt->warn_buf);
+}
+
 lua_State *lb_state_new(mw_rt_t *rt, const char *app_dir) {
+  if (!rt->mem_reserve) rt->mem_reserve = 1u << 20;
+  lb_budget_mem_update(rt);
   lua_State *L = lua_newstate(lb_alloc, rt);
   if (!L) return NULL;
   lua_atpanic(L, panic);
   rt->L = L;
   rt->acks_ref = LUA_NOREF;
   lb_set_rt(L, rt);
+  lua_setwarnf(L, warnf, rt);
+  lb_budget_install(L);
   luaL_openlibs(L);
+  lb_budget_guard_libs(L);
   lb_preload(L);
   if (app_dir) {
     /* Modules next to the app come first, so an app folder is self-contained. */
@@ -56,7 +79,9 @@ int lb_state_run_file(mw_rt_t *rt, const char *path, char *err, size_t errlen) {
 
 void lb_state_close(mw_rt_t *rt) {
   if (!rt->L) return;
+  lb_app_close(rt);
   lb_mqtt_close_all(rt);
+  lb_budget_uninstall(rt);
   lua_close(rt->L);
   rt->L = NULL;
   if (rt->live_refs != 0) mw_log_printf(MW_LOG_WARN, "lua", "%d registry references were not released", rt->live_refs);

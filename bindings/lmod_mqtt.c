@@ -8,6 +8,7 @@
 ** libmosquitto has returned (see runtime/mw_mqtt.h), and always through lb_pcall.
 */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,12 @@ struct lb_sub {
   int qos;
   int fn_ref, self_ref;
   int granted; /* -1 until SUBACK; 0/1, or 0x80 when refused */
-  uint64_t messages;
+  uint64_t messages, errors;
+  uint32_t owner;  /* app version (load id) that subscribed */
+  int broker;      /* holds a reference in the runtime's broker subscription set */
+  int stops;       /* budget stops of its handler */
+  int quarantined; /* stopped too often: no longer called or subscribed, still listed */
+  int retired;     /* ended because its version was replaced (not unsubscribed) */
 };
 
 typedef enum { EV_CONNECT, EV_DISCONNECT, EV_CONNECT_FAILED, EV_COUNT } listener_ev_t;
@@ -32,6 +38,9 @@ struct lb_listener {
   listener_ev_t ev;
   int fn_ref, self_ref;
   int active;
+  uint32_t owner;
+  int stops;
+  int retired;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -62,21 +71,47 @@ static int opt_qos(lua_State *L, int idx) {
 
 static void sub_unlink(mw_rt_t *rt, lb_sub_t *s) {
   if (s->prev) s->prev->next = s->next;
-  else rt->subs = s->next;
+  else if (rt->subs == s) rt->subs = s->next;
   if (s->next) s->next->prev = s->prev;
   s->next = s->prev = NULL;
 }
 
-/* Ends a subscription; idempotent. The last handler on a filter unsubscribes at the broker. */
+/* Gives back the broker reference; the last handler on a filter unsubscribes at the broker. */
+static void sub_drop_broker(mw_rt_t *rt, lb_sub_t *s) {
+  if (!s->broker) return;
+  s->broker = 0;
+  if (rt->mqtt) mw_mqtt_unsubscribe(rt->mqtt, s->filter);
+}
+
+/* Ends a subscription; idempotent. */
 static void sub_close(lua_State *L, lb_sub_t *s) {
   if (!s->filter) return;
   mw_rt_t *rt = lb_rt(L);
   sub_unlink(rt, s);
-  if (rt->mqtt) mw_mqtt_unsubscribe(rt->mqtt, s->filter);
+  sub_drop_broker(rt, s);
   free(s->filter);
   s->filter = NULL;
   lb_unref(L, &s->fn_ref);
   lb_unref(L, &s->self_ref);
+}
+
+/* Stops calling a handler the budget keeps stopping; it stays listed until its version ends. */
+static void sub_quarantine(mw_rt_t *rt, lb_sub_t *s) {
+  s->quarantined = 1;
+  rt->quarantined++;
+  sub_drop_broker(rt, s);
+  lb_unref(rt->L, &s->fn_ref);
+  MW_LOGE("lua", "handler for '%s' quarantined: stopped %d times by the budget (lua.quarantine_after); "
+                 "unsubscribed until the app is reloaded",
+          s->filter, s->stops);
+}
+
+static void listener_close(lua_State *L, lb_listener_t *l);
+
+static bool filter_held_by_other(mw_rt_t *rt, const lb_sub_t *s) {
+  for (lb_sub_t *o = rt->subs; o; o = o->next)
+    if (o != s && o->broker && strcmp(o->filter, s->filter) == 0) return true;
+  return false;
 }
 
 /* mqtt.subscribe(filter, handler [, {qos = 0|1}]) -> subscription */
@@ -89,11 +124,13 @@ static int lmqtt_subscribe(lua_State *L) {
   if (mw_topic_check_filter(filter, len, why, sizeof why) != MW_OK)
     return luaL_error(L, "invalid topic filter '%s': %s", filter, why);
   int qos = opt_qos(L, 3);
+  uint32_t owner = lb_owner_for_new(L);
   mw_rt_t *rt = lb_rt(L);
   lb_sub_t *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   s->fn_ref = s->self_ref = LUA_NOREF;
   s->granted = -1;
+  s->owner = owner;
   luaL_setmetatable(L, LB_MT_SUB);
   s->filter = strdup(filter);
   if (!s->filter) return luaL_error(L, "out of memory");
@@ -107,11 +144,49 @@ static int lmqtt_subscribe(lua_State *L) {
   while (*pp) prev = *pp, pp = &(*pp)->next;
   *pp = s;
   s->prev = prev;
-  if (rt->mqtt && mw_mqtt_subscribe(rt->mqtt, filter, qos, NULL) != MW_OK) {
-    sub_close(L, s);
-    return luaL_error(L, "out of memory");
+  /* A version being loaded by a reload subscribes at the broker only when it goes live. */
+  if (lb_owner_live(rt, owner) && rt->mqtt) {
+    if (mw_mqtt_subscribe(rt->mqtt, filter, qos, NULL) != MW_OK) {
+      sub_close(L, s);
+      return luaL_error(L, "out of memory");
+    }
+    s->broker = 1;
   }
   return 1;
+}
+
+void lb_mqtt_activate(mw_rt_t *rt, uint32_t owner, int *added) {
+  /* New references first: a filter both versions use never drops to zero, so the broker
+     sees no UNSUBSCRIBE/SUBSCRIBE for it. */
+  for (lb_sub_t *s = rt->subs; s; s = s->next) {
+    if (s->owner != owner || s->broker || s->quarantined || !rt->mqtt) continue;
+    if (added && !filter_held_by_other(rt, s)) (*added)++;
+    if (mw_mqtt_subscribe(rt->mqtt, s->filter, s->qos, NULL) == MW_OK) s->broker = 1;
+    else MW_LOGE("mqtt", "out of memory: cannot subscribe '%s'", s->filter);
+  }
+}
+
+void lb_mqtt_release(mw_rt_t *rt, uint32_t owner, int *removed) {
+  lua_State *L = rt->L;
+  for (lb_sub_t *s = rt->subs, *next; s; s = next) {
+    next = s->next;
+    if (s->owner != owner) continue;
+    if (removed && s->broker && !filter_held_by_other(rt, s)) {
+      /* Count each filter once, at its last holder. */
+      bool later = false;
+      for (lb_sub_t *o = next; o; o = o->next)
+        if (o->owner == owner && o->broker && strcmp(o->filter, s->filter) == 0) later = true;
+      if (!later) (*removed)++;
+    }
+    if (!s->quarantined) s->retired = 1;
+    sub_close(L, s);
+  }
+  for (lb_listener_t *l = rt->listeners, *next; l; l = next) {
+    next = l->next;
+    if (l->owner != owner) continue;
+    l->retired = 1;
+    listener_close(L, l);
+  }
 }
 
 static lb_sub_t *check_sub(lua_State *L) { return luaL_checkudata(L, 1, LB_MT_SUB); }
@@ -124,20 +199,29 @@ static int lsub_unsubscribe(lua_State *L) {
   return 1;
 }
 
-/* sub:info() -> {filter, qos, active, messages, granted} */
+/* sub:info() -> {filter, qos, active, messages, errors, quarantined, granted, version} */
 static int lsub_info(lua_State *L) {
   lb_sub_t *s = check_sub(L);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 8);
   if (s->filter) {
     lua_pushstring(L, s->filter);
     lua_setfield(L, -2, "filter");
   }
   lua_pushinteger(L, s->qos);
   lua_setfield(L, -2, "qos");
-  lua_pushboolean(L, s->filter != NULL);
+  lua_pushboolean(L, s->filter != NULL && !s->quarantined);
   lua_setfield(L, -2, "active");
   lua_pushinteger(L, (lua_Integer)s->messages);
   lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, (lua_Integer)s->errors);
+  lua_setfield(L, -2, "errors");
+  lua_pushboolean(L, s->quarantined);
+  lua_setfield(L, -2, "quarantined");
+  uint32_t version = lb_app_version_of(lb_rt(L), s->owner);
+  if (version) {
+    lua_pushinteger(L, version);
+    lua_setfield(L, -2, "version");
+  }
   if (s->granted >= 0) {
     lua_pushinteger(L, s->granted);
     lua_setfield(L, -2, "granted");
@@ -152,7 +236,8 @@ static int lsub_gc(lua_State *L) {
 
 static int lsub_tostring(lua_State *L) {
   lb_sub_t *s = check_sub(L);
-  if (s->filter) lua_pushfstring(L, "moonwire.mqtt.subscription (%s)", s->filter);
+  if (s->filter && s->quarantined) lua_pushfstring(L, "moonwire.mqtt.subscription (%s, quarantined)", s->filter);
+  else if (s->filter) lua_pushfstring(L, "moonwire.mqtt.subscription (%s)", s->filter);
   else lua_pushstring(L, "moonwire.mqtt.subscription (closed)");
   return 1;
 }
@@ -163,7 +248,7 @@ static void listener_close(lua_State *L, lb_listener_t *l) {
   if (!l->active) return;
   mw_rt_t *rt = lb_rt(L);
   if (l->prev) l->prev->next = l->next;
-  else rt->listeners = l->next;
+  else if (rt->listeners == l) rt->listeners = l->next;
   if (l->next) l->next->prev = l->prev;
   l->next = l->prev = NULL;
   l->active = 0;
@@ -175,10 +260,12 @@ static void listener_close(lua_State *L, lb_listener_t *l) {
 static int lmqtt_on(lua_State *L) {
   int ev = luaL_checkoption(L, 1, NULL, ev_names);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  uint32_t owner = lb_owner_for_new(L);
   mw_rt_t *rt = lb_rt(L);
   lb_listener_t *l = lua_newuserdatauv(L, sizeof *l, 0);
   memset(l, 0, sizeof *l);
   l->fn_ref = l->self_ref = LUA_NOREF;
+  l->owner = owner;
   luaL_setmetatable(L, LB_MT_LISTENER);
   l->ev = (listener_ev_t)ev;
   lua_pushvalue(L, 2);
@@ -283,6 +370,7 @@ static int lmqtt_subscriptions(lua_State *L) {
   lua_newtable(L);
   int i = 0;
   for (lb_sub_t *s = rt->subs; s; s = s->next) {
+    if (!lb_owner_live(rt, s->owner)) continue; /* a version still loading */
     lua_pushcfunction(L, lsub_info);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
     lua_call(L, 1, 1);
@@ -293,15 +381,22 @@ static int lmqtt_subscriptions(lua_State *L) {
 
 /* ------------------------------------------------------------ dispatch from the loop */
 
+/*
+** Exactly once across a reload: the handlers are chosen when the message is taken from
+** the queue, among the live version's subscriptions, and their functions are pushed with
+** them. If a handler reloads the app (app.reload()), the rest of this message still goes
+** to the version it arrived for; the new version starts with the next message.
+*/
 static void dispatch_message(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
   lua_State *L = rt->L;
   int base = lua_gettop(L);
   /* Collect matching subscriptions first: handlers may (un)subscribe while we call them. */
   int n = 0;
   for (lb_sub_t *s = rt->subs; s; s = s->next) {
-    if (!mw_topic_matches(s->filter, ev->topic)) continue;
+    if (s->quarantined || !lb_owner_live(rt, s->owner) || !mw_topic_matches(s->filter, ev->topic)) continue;
     if (!lua_checkstack(L, 8)) break;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
     n++;
   }
   if (n == 0) {
@@ -319,16 +414,23 @@ static void dispatch_message(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
     lua_pushboolean(L, ev->dup);
     lua_setfield(L, -2, "dup");
   }
-  int targs = base + n + 1;
-  for (int i = 1; i <= n; i++) {
-    lb_sub_t *s = lua_touserdata(L, base + i);
-    if (!s->filter) continue; /* unsubscribed by an earlier handler */
+  int targs = base + 2 * n + 1;
+  for (int i = 0; i < n; i++) {
+    lb_sub_t *s = lua_touserdata(L, base + 2 * i + 1);
+    /* Skip one an earlier handler unsubscribed, or the budget quarantined. */
+    if ((!s->filter && !s->retired) || s->quarantined) continue;
     s->messages++;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
+    lua_pushvalue(L, base + 2 * i + 2);
     lua_pushvalue(L, targs);
     lua_pushvalue(L, targs + 1);
     lua_pushvalue(L, targs + 2);
-    lb_pcall(L, 3, 0, "handler for", s->filter);
+    lb_call_opts_t o = {.owner = s->owner};
+    /* The handler may unsubscribe itself, which frees s->filter: log from a copy. */
+    char filter[MW_TOPIC_MAX_BYTES + 1];
+    snprintf(filter, sizeof filter, "%s", s->filter ? s->filter : "?");
+    if (lb_pcall_ex(L, 3, 0, &o, "handler for", filter) == LUA_OK) continue;
+    s->errors++;
+    if (lb_budget_offence(rt, &s->stops) && s->filter && !s->quarantined) sub_quarantine(rt, s);
   }
   lua_settop(L, base);
 }
@@ -338,14 +440,15 @@ static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_e
   int base = lua_gettop(L);
   int n = 0;
   for (lb_listener_t *l = rt->listeners; l; l = l->next) {
-    if (l->ev != which || !lua_checkstack(L, 8)) continue;
+    if (l->ev != which || !lb_owner_live(rt, l->owner) || !lua_checkstack(L, 8)) continue;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->self_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
     n++;
   }
-  for (int i = 1; i <= n; i++) {
-    lb_listener_t *l = lua_touserdata(L, base + i);
-    if (!l->active) continue;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
+  for (int i = 0; i < n; i++) {
+    lb_listener_t *l = lua_touserdata(L, base + 2 * i + 1);
+    if (!l->active && !l->retired) continue;
+    lua_pushvalue(L, base + 2 * i + 2);
     if (which == EV_CONNECT) {
       lua_createtable(L, 0, 1);
       lua_pushboolean(L, ev->session_present);
@@ -353,7 +456,14 @@ static void dispatch_listeners(mw_rt_t *rt, listener_ev_t which, const mw_mqtt_e
     } else {
       lua_pushstring(L, ev->reason ? ev->reason : "");
     }
-    lb_pcall(L, 1, 0, "mqtt.on handler for", ev_names[which]);
+    lb_call_opts_t o = {.owner = l->owner};
+    if (lb_pcall_ex(L, 1, 0, &o, "mqtt.on handler for", ev_names[which]) != LUA_OK &&
+        lb_budget_offence(rt, &l->stops) && l->active) {
+      listener_close(L, l);
+      rt->quarantined++;
+      MW_LOGE("lua", "mqtt.on handler for '%s' quarantined: stopped %d times by the budget", ev_names[which],
+              l->stops);
+    }
   }
   lua_settop(L, base);
 }
@@ -376,7 +486,7 @@ static void dispatch_puback(mw_rt_t *rt, int mid) {
 static void dispatch_suback(mw_rt_t *rt, const mw_mqtt_event_t *ev) {
   int granted = ev->granted_count > 0 ? ev->granted[0] : 0x80;
   for (lb_sub_t *s = rt->subs; s; s = s->next)
-    if (strcmp(s->filter, ev->topic) == 0) s->granted = granted;
+    if (s->broker && strcmp(s->filter, ev->topic) == 0) s->granted = granted;
   if (granted == 0x80)
     MW_LOGW("mqtt", "the broker refused the subscription to '%s' (SUBACK 0x80): the thing's policy probably does "
                     "not allow this filter",

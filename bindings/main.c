@@ -55,6 +55,24 @@ int mw_cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+int mw_cli_value_opt(const char *cmd, int argc, char **argv, int *i, const mw_cli_opt_t *opts) {
+  const char *a = argv[*i];
+  for (; opts->name; opts++) {
+    if (strcmp(a, opts->name) != 0 && (!opts->alias || strcmp(a, opts->alias) != 0)) continue;
+    if (*i + 1 >= argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
+    *opts->slot = argv[++*i];
+    return 1;
+  }
+  return 0;
+}
+
+int mw_cli_positional(const char *cmd, const char *arg, const char **pos, int max, int *npos) {
+  if (arg[0] == '-') return mw_cli_usage_error(cmd, "unknown option '%s'", arg);
+  if (*npos >= max) return mw_cli_usage_error(cmd, "unexpected argument '%s'", arg);
+  pos[(*npos)++] = arg;
+  return 1;
+}
+
 static void print_help(FILE *f) {
   fprintf(f,
           "Usage: moonwire COMMAND [OPTIONS]\n"

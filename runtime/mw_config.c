@@ -15,6 +15,11 @@ void mw_config_defaults(mw_config_t *c) {
   c->limits.max_payload = 128 * 1024; /* AWS IoT: 128 KB payloads */
   c->limits.lua_memory = 32u << 20;
   c->se.address = 0x30;
+  c->lua.budget_ms = 200;
+  c->lua.load_budget_ms = 1000;
+  c->lua.quarantine_after = 3;
+  c->lua.watch = true;
+  c->lua.debounce_ms = 50;
   c->repl.enabled = true;
 }
 

@@ -44,6 +44,16 @@ typedef struct {
     char *sim;    /* simulator state file instead of a device */
   } se;
   char *log_level;
+  struct {                      /* budgets and reloading of the app's Lua (issue 3) */
+    uint32_t budget_ms;         /* wall-clock limit of one handler/timer/REPL entry; 0: none */
+    uint32_t load_budget_ms;    /* limit of the app's top-level chunk (+ migrate); 0: none */
+    size_t load_memory;         /* heap a version's load may grow the state by; 0: lua_memory / 4 */
+    int quarantine_after;       /* budget stops before a handler is quarantined; 0: never */
+    bool watch;                 /* reload when the app or its modules change on disk */
+    uint32_t debounce_ms;       /* quiet time after a change before reloading */
+    int rollback_errors;        /* > this many handler errors ... */
+    uint32_t rollback_within_s; /* ... within this long after a reload: roll back; 0: off */
+  } lua;
   struct {
     bool enabled; /* the REPL socket of `moonwire run` (docs/repl.md); true by default */
     char *socket; /* explicit socket path; NULL: the default for the thing */

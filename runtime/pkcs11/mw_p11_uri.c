@@ -201,11 +201,10 @@ void mw_p11_uri_redact(const char *s, char *out, size_t cap) {
     out[o++] = s[i];
     /* at the start of an attribute named pin-value: copy the name, hide the value */
     if (uri && (s[i] == ':' || s[i] == ';' || s[i] == '?' || s[i] == '&') && !strncmp(s + i + 1, "pin-value=", 10)) {
-      static const char mask[] = "pin-value=***";
-      if (o + sizeof mask > cap) break; /* the whole mask or nothing: a cut one reads like a value */
+      /* all of it or none: a copy cut short must not end in half a mask ("pin-value=**") */
+      if (o + 13 >= cap) break;
       i++;
-      memcpy(out + o, mask, sizeof mask - 1);
-      o += sizeof mask - 1;
+      for (const char *t = "pin-value=***"; *t; t++) out[o++] = *t;
       i += 10;
       while (s[i] && s[i] != ';' && s[i] != '&' && s[i] != '?') i++;
       continue;

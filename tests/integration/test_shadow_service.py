@@ -1,7 +1,6 @@
 """moonwire shadow-service end to end: paho as the device, over the real broker and policies."""
 
 import json
-import subprocess
 
 import pytest
 
@@ -10,40 +9,12 @@ import mwtest
 T = "$aws/things/car-01/shadow"
 
 
-class ShadowService:
-    def __init__(self, broker, pki, workdir, db):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        cfg = mwtest.default_config(broker, pki, "shadow-service")
-        cfg["limits"] = {"max_inflight": 1000}
-        self.config = self.dir / "config.lua"
-        self.config.write_text("return " + mwtest.lua_literal(cfg) + "\n")
-        self.db = db
-        self.err = open(self.dir / "stderr.txt", "ab")
-        self.proc = subprocess.Popen([str(mwtest.moonwire_bin()), "shadow-service", "--config", str(self.config),
-                                      "--db", str(db)], stdin=subprocess.DEVNULL, stdout=self.err,
-                                     stderr=self.err)
-        mwtest.wait_until(lambda: "connected to" in self.stderr() or self.proc.poll() is not None,
-                          timeout=10, message="shadow-service connected")
-        assert self.proc.poll() is None, self.stderr()
-
-    def stderr(self):
-        return (self.dir / "stderr.txt").read_text(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.err.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def service(broker, pki, tmp_path):
     started = []
 
     def start():
-        s = ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
+        s = mwtest.ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
         started.append(s)
         return s
 

@@ -128,7 +128,8 @@ package.loaded["moonwire.shadow"] = nil
 -- .reload, and the environment following moonwire.app
 local ok, err = repl.commands.reload.run()
 eq(ok, nil)
-eq(err, "hot reload is not available: this runtime has no moonwire.app")
+-- moonwire script has moonwire.app but runs no app
+eq(err, "reload failed: no app is running (moonwire run APP.lua runs one) (ESTATE)")
 local app_env = setmetatable({}, { __index = _G })
 package.loaded["moonwire.app"] = {
   env = app_env, file = "app.lua", hash = "abcdef0123456789", version = 2,
