@@ -1,6 +1,7 @@
 """moonwire shadow-service end to end: paho as the device, over the real broker and policies."""
 
 import json
+import time
 
 import pytest
 
@@ -27,10 +28,22 @@ def service(broker, pki, tmp_path):
 
 
 def request(dev, op, body, base=T, timeout=5):
-    """Publishes a request and returns (suffix, payload dict) of the first answer."""
+    """Publishes a request and returns (suffix, payload dict) of its answer.
+
+    Only /accepted and /rejected answer a request: a late /update/documents or /update/delta
+    of the previous update must not be taken for it."""
     dev.clear()
     dev.publish(f"{base}/{op}", json.dumps(body), qos=1)
-    m = dev.wait_message(f"{base}/{op}/+", timeout=timeout)
+
+    def answers():
+        return [m for m in dev.received(f"{base}/{op}/+") if m.topic.rsplit("/", 1)[1] in ("accepted", "rejected")]
+
+    end = time.monotonic() + timeout
+    while not answers():
+        if time.monotonic() > end:
+            raise TimeoutError(f"no answer to {base}/{op} within {timeout}s; got {dev.received()!r}")
+        time.sleep(0.01)
+    m = answers()[0]
     return m.topic.rsplit("/", 1)[1], json.loads(m.payload)
 
 
