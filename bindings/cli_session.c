@@ -1,4 +1,5 @@
 #include "cli_session.h"
+#include "mw_trustm_tlskey.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -61,51 +62,6 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
   MW_LOGI("run", "%s: disconnecting", strsignal(signum));
   mw_mqtt_stop(s->rt.mqtt);
-}
-
-/* True when the DER SubjectPublicKeyInfo is the public key of pub. */
-static bool same_public_key(const uint8_t *spki, size_t len, EVP_PKEY *pub) {
-  const unsigned char *p = spki;
-  EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
-  bool same = k && pub && EVP_PKEY_eq(k, pub) == 1;
-  EVP_PKEY_free(k);
-  return same;
-}
-
-/*
-** The TLS layer asks for the chip's key through this; the key never leaves the chip.
-** A chip key that does not belong to tls.cert would only fail later, in every handshake,
-** so it is checked here: against the public key the chip stores next to it, or else with
-** one test signature (a single private-key use, well within the security monitor's credit).
-*/
-static mw_status_t trustm_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
-                                     size_t errlen) {
-  mw_trustm_t *dev = ud;
-  mw_trustm_pubkey_t stored;
-  mw_status_t st = mw_trustm_pubkey_read(dev, ref->oid, &stored);
-  bool matches;
-  if (st == MW_OK) {
-    matches = same_public_key(stored.spki, stored.spki_len, pub);
-  } else {
-    uint8_t digest[32], sig[MW_TRUSTM_SIG_DER_MAX];
-    size_t siglen = 0;
-    memset(digest, 0x5a, sizeof digest);
-    st = mw_trustm_sign(dev, ref->oid, digest, sizeof digest, sig, sizeof sig, &siglen);
-    if (st != MW_OK) {
-      snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
-      return st;
-    }
-    EVP_PKEY_CTX *vc = EVP_PKEY_CTX_new(pub, NULL);
-    matches = vc && EVP_PKEY_verify_init(vc) == 1 && EVP_PKEY_verify(vc, sig, siglen, digest, sizeof digest) == 1;
-    EVP_PKEY_CTX_free(vc);
-  }
-  if (!matches) {
-    snprintf(err, errlen, "the key in the chip's slot 0x%04X does not match the public key in tls.cert", ref->oid);
-    return MW_ERR_TLS;
-  }
-  st = mw_trustm_pkey(dev, ref->oid, pub, out);
-  if (st != MW_OK) snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
-  return st;
 }
 
 /*
@@ -176,7 +132,7 @@ static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
   }
   if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
   s->rt.se = s->se;
-  mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
+  mw_tls_set_key_loader(MW_KEY_TRUSTM, mw_trustm_tls_key_loader, s->se);
   mw_keyref_t ref;
   char why[256];
   /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */

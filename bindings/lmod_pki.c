@@ -35,6 +35,7 @@
 #include "mw_prov_ca.h"
 #include "mw_tls.h"
 #include "mw_trustm.h"
+#include "mw_trustm_tlskey.h"
 
 static const char CHIP_KEY = 'k';
 #define MT_CHIP "moonwire.pki.chip"
@@ -174,30 +175,6 @@ typedef struct {
   mw_trustm_t *dev; /* NULL once closed */
 } chip_t;
 
-/* True when the DER SubjectPublicKeyInfo is the public key of pub. */
-static bool same_public_key(const uint8_t *spki, size_t len, EVP_PKEY *pub) {
-  const unsigned char *p = spki;
-  EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
-  bool same = k && pub && EVP_PKEY_eq(k, pub) == 1;
-  EVP_PKEY_free(k);
-  return same;
-}
-
-/* The TLS layer's way to the chip key of a certificate (see cli_session.c for the session's). */
-static mw_status_t chip_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
-                                   size_t errlen) {
-  mw_trustm_t *dev = ud;
-  mw_trustm_pubkey_t stored;
-  mw_status_t st = mw_trustm_pubkey_read(dev, ref->oid, &stored);
-  if (st == MW_OK && !same_public_key(stored.spki, stored.spki_len, pub)) {
-    snprintf(err, errlen, "the key in the chip's slot 0x%04X does not match the public key in tls.cert", ref->oid);
-    return MW_ERR_TLS;
-  }
-  st = mw_trustm_pkey(dev, ref->oid, pub, out);
-  if (st != MW_OK) snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
-  return st;
-}
-
 static int chip_gc(lua_State *L) {
   chip_t *c = luaL_checkudata(L, 1, MT_CHIP);
   if (c->dev) {
@@ -241,7 +218,7 @@ static mw_trustm_t *open_chip(lua_State *L, const char *device, const char *sim,
     return NULL;
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CHIP_KEY);
-  mw_tls_set_key_loader(MW_KEY_TRUSTM, chip_key_loader, c->dev);
+  mw_tls_set_key_loader(MW_KEY_TRUSTM, mw_trustm_tls_key_loader, c->dev);
   /* The runtime's chip from now on, for every module that asks for it. */
   lb_rt(L)->se = c->dev;
   return c->dev;
