@@ -41,6 +41,7 @@ bench: build
 	@tests/bench/run $(BUILD)
 	@tests/bench/outbox $(BUILD)
 	@tests/bench/reload $(BUILD)
+	@tests/bench/shadow $(BUILD)
 
 demo: build
 	@examples/car/demo

@@ -1,4 +1,5 @@
 #include "cli_session.h"
+#include "mw_trustm_tlskey.h"
 
 #include <limits.h>
 #include <openssl/evp.h>
@@ -16,21 +17,17 @@
 int mw_cli_parse(int argc, char **argv, const char *cmd, mw_cli_opts_t *o, const char *positional,
                  const char *extra_opt) {
   memset(o, 0, sizeof *o);
+  const mw_cli_opt_t opts[] = {{"-c", "--config", &o->config},
+                               {"-b", "--broker", &o->ov.broker},
+                               {"-t", "--thing", &o->ov.thing},
+                               {"-l", "--log-level", &o->level},
+                               {extra_opt, NULL, &o->extra}, /* none when extra_opt is NULL */
+                               {0}};
+  int npos = 0;
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char **slot = NULL;
-    if (!strcmp(a, "-c") || !strcmp(a, "--config")) slot = &o->config;
-    else if (!strcmp(a, "-b") || !strcmp(a, "--broker")) slot = &o->ov.broker;
-    else if (!strcmp(a, "-t") || !strcmp(a, "--thing")) slot = &o->ov.thing;
-    else if (!strcmp(a, "-l") || !strcmp(a, "--log-level")) slot = &o->level;
-    else if (extra_opt && !strcmp(a, extra_opt)) slot = &o->extra;
-    else if (a[0] == '-') return mw_cli_usage_error(cmd, "unknown option '%s'", a);
-    else if (positional && !o->positional) o->positional = a;
-    else return mw_cli_usage_error(cmd, "unexpected argument '%s'", a);
-    if (slot) {
-      if (i + 1 >= argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
-      *slot = argv[++i];
-    }
+    int r = mw_cli_value_opt(cmd, argc, argv, &i, opts);
+    if (r == 0) r = mw_cli_positional(cmd, argv[i], &o->positional, positional ? 1 : 0, &npos);
+    if (r != 1) return r;
   }
   if (positional && !o->positional) return mw_cli_usage_error(cmd, "no %s given", positional);
   if (!o->config) return mw_cli_usage_error(cmd, "no configuration given (--config CONFIG.lua)");
@@ -106,51 +103,6 @@ static int open_outbox(mw_session_t *s) {
   return MW_EXIT_OK;
 }
 
-/* True when the DER SubjectPublicKeyInfo is the public key of pub. */
-static bool same_public_key(const uint8_t *spki, size_t len, EVP_PKEY *pub) {
-  const unsigned char *p = spki;
-  EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
-  bool same = k && pub && EVP_PKEY_eq(k, pub) == 1;
-  EVP_PKEY_free(k);
-  return same;
-}
-
-/*
-** The TLS layer asks for the chip's key through this; the key never leaves the chip.
-** A chip key that does not belong to tls.cert would only fail later, in every handshake,
-** so it is checked here: against the public key the chip stores next to it, or else with
-** one test signature (a single private-key use, well within the security monitor's credit).
-*/
-static mw_status_t trustm_key_loader(void *ud, const mw_keyref_t *ref, EVP_PKEY *pub, EVP_PKEY **out, char *err,
-                                     size_t errlen) {
-  mw_trustm_t *dev = ud;
-  mw_trustm_pubkey_t stored;
-  mw_status_t st = mw_trustm_pubkey_read(dev, ref->oid, &stored);
-  bool matches;
-  if (st == MW_OK) {
-    matches = same_public_key(stored.spki, stored.spki_len, pub);
-  } else {
-    uint8_t digest[32], sig[MW_TRUSTM_SIG_DER_MAX];
-    size_t siglen = 0;
-    memset(digest, 0x5a, sizeof digest);
-    st = mw_trustm_sign(dev, ref->oid, digest, sizeof digest, sig, sizeof sig, &siglen);
-    if (st != MW_OK) {
-      snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
-      return st;
-    }
-    EVP_PKEY_CTX *vc = EVP_PKEY_CTX_new(pub, NULL);
-    matches = vc && EVP_PKEY_verify_init(vc) == 1 && EVP_PKEY_verify(vc, sig, siglen, digest, sizeof digest) == 1;
-    EVP_PKEY_CTX_free(vc);
-  }
-  if (!matches) {
-    snprintf(err, errlen, "the key in the chip's slot 0x%04X does not match the public key in tls.cert", ref->oid);
-    return MW_ERR_TLS;
-  }
-  st = mw_trustm_pkey(dev, ref->oid, pub, out);
-  if (st != MW_OK) snprintf(err, errlen, "%s", mw_trustm_last_error(dev));
-  return st;
-}
-
 /*
 ** The TLS layer asks for a PKCS#11 key through this: open the token the URI names, log
 ** in, and wrap the private key in an EVP_PKEY whose signatures run C_Sign. The token
@@ -219,7 +171,7 @@ static int open_se(mw_session_t *s, uint32_t *backoff_floor) {
   }
   if (mw_trustm_is_sim(s->se)) MW_LOGI("se", "using the OPTIGA Trust M simulator (%s)", s->cfg.se.sim);
   s->rt.se = s->se;
-  mw_tls_set_key_loader(MW_KEY_TRUSTM, trustm_key_loader, s->se);
+  mw_tls_set_key_loader(MW_KEY_TRUSTM, mw_trustm_tls_key_loader, s->se);
   mw_keyref_t ref;
   char why[256];
   /* The chip's security monitor throttles sustained private-key use (about one per 5 s). */

@@ -71,22 +71,12 @@ int mw_cmd_pkcs11(int argc, char **argv) {
   int npos = 0;
   mw_cli_subject_t subj;
   memset(&subj, 0, sizeof subj);
+  const mw_cli_opt_t opts[] = {{"--module", NULL, &module}, {"--curve", NULL, &curve}, {"--rsa", NULL, &rsa}, {0}};
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
     int r = mw_cli_subject_opt("pkcs11", argc, argv, &i, &subj);
-    if (r == 1) continue;
-    if (r != 0) return r;
-    const char **slot = NULL;
-    if (!strcmp(a, "--module")) slot = &module;
-    else if (!strcmp(a, "--curve")) slot = &curve;
-    else if (!strcmp(a, "--rsa")) slot = &rsa;
-    else if (a[0] == '-') return mw_cli_usage_error("pkcs11", "unknown option '%s'", a);
-    else if (npos < 2) pos[npos++] = a;
-    else return mw_cli_usage_error("pkcs11", "unexpected argument '%s'", a);
-    if (slot) {
-      if (i + 1 >= argc) return mw_cli_usage_error("pkcs11", "%s needs a value", a);
-      *slot = argv[++i];
-    }
+    if (r == 0) r = mw_cli_value_opt("pkcs11", argc, argv, &i, opts);
+    if (r == 0) r = mw_cli_positional("pkcs11", argv[i], pos, 2, &npos);
+    if (r != 1) return r;
   }
   const char *cmd = pos[0], *uri = pos[1];
   if (!cmd) return mw_cli_usage_error("pkcs11", "no command given");

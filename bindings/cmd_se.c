@@ -12,9 +12,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include "cli.h"
 #include "cli_csr.h"
 #include "mw_log.h"
@@ -105,26 +102,28 @@ static long parse_hex(const char *s, uint8_t *out, size_t cap) {
   return hi < 0 ? (long)n : -1;
 }
 
-static const struct {
-  const char *name;
-  uint8_t bit;
-} usages[] = {{"sign", MW_TRUSTM_USAGE_SIGN},
-              {"auth", MW_TRUSTM_USAGE_AUTH},
-              {"enc", MW_TRUSTM_USAGE_ENC},
-              {"keyagree", MW_TRUSTM_USAGE_KEYAGREE}};
-
+/* "sign,auth" -> usage bits; -1 for an unknown name or none. */
 static int parse_usage(const char *text, uint8_t *out) {
   uint8_t u = 0;
   for (const char *p = text; *p;) {
     size_t n = strcspn(p, ",");
-    bool found = false;
-    for (size_t k = 0; k < sizeof usages / sizeof usages[0]; k++)
-      if (strlen(usages[k].name) == n && !strncmp(p, usages[k].name, n)) u |= usages[k].bit, found = true;
-    if (!found) return -1;
+    uint8_t bit = mw_trustm_usage_parse(p, n);
+    if (!bit) return -1;
+    u |= bit;
     p += n + (p[n] == ',');
   }
   *out = u;
   return u ? 0 : -1;
+}
+
+/* All of file into buf: 0, -1 with errno when it cannot be read, 1 when it is larger than cap. */
+static int read_file(const char *file, uint8_t *buf, size_t cap, size_t *n) {
+  FILE *f = fopen(file, "rb");
+  if (!f) return -1;
+  *n = fread(buf, 1, cap, f);
+  bool more = fgetc(f) != EOF;
+  fclose(f);
+  return more ? 1 : 0;
 }
 
 /* ---- commands ---- */
@@ -201,34 +200,32 @@ static int cmd_csr(mw_trustm_t *dev, uint16_t oid, opts_t *o) {
 
 static int cmd_cert_read(mw_trustm_t *dev, uint16_t oid, const opts_t *o) {
   uint8_t der[OBJ_MAX];
+  char pem[3 * OBJ_MAX];
   size_t n;
   mw_status_t st = mw_trustm_cert_read(dev, oid, der, sizeof der, &n);
   if (st != MW_OK) return fail_dev(dev, "cert read", st);
-  const unsigned char *p = der;
-  X509 *x = d2i_X509(NULL, &p, (long)n);
-  if (!x) return mw_cli_fail("cert read: 0x%04X holds no parseable X.509 certificate", oid);
+  if (mw_trustm_cert_to_pem(der, n, pem, sizeof pem) != MW_OK)
+    return mw_cli_fail("cert read: 0x%04X holds no parseable X.509 certificate", oid);
   FILE *f = o->out ? fopen(o->out, "w") : stdout;
-  int ok = f && PEM_write_X509(f, x);
-  if (o->out && f && fclose(f) != 0) ok = 0;
-  X509_free(x);
+  bool ok = f && fputs(pem, f) >= 0;
+  if (o->out && f && fclose(f) != 0) ok = false;
   if (!ok) return mw_cli_fail("cert read: cannot write %s: %s", o->out ? o->out : "stdout", strerror(errno));
   return MW_EXIT_OK;
 }
 
 static int cmd_cert_write(mw_trustm_t *dev, uint16_t oid, const char *file, const opts_t *o) {
-  FILE *f = fopen(file, "r");
-  if (!f) return mw_cli_fail("cert write: %s: %s", file, strerror(errno));
-  X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-  fclose(f);
-  if (!x) return mw_cli_fail("cert write: %s holds no PEM certificate", file);
-  unsigned char *der = NULL;
-  int n = i2d_X509(x, &der);
-  X509_free(x);
-  mw_status_t st = n > 0 ? mw_trustm_cert_write(dev, oid, der, (size_t)n, o->chain ? MW_TRUSTM_CERT_CHAIN_TAG : 0)
-                         : MW_ERR_INVALID;
-  OPENSSL_free(der);
+  char text[16 * OBJ_MAX]; /* PEM, maybe after the text that openssl x509 -text puts before it */
+  size_t tl, n;
+  int r = read_file(file, (uint8_t *)text, sizeof text, &tl);
+  if (r < 0) return mw_cli_fail("cert write: %s: %s", file, strerror(errno));
+  if (r > 0) return mw_cli_fail("cert write: %s is larger than %zu bytes", file, sizeof text);
+  uint8_t der[OBJ_MAX];
+  mw_status_t st = mw_trustm_cert_from_pem(text, tl, der, sizeof der, &n, NULL);
+  if (st == MW_ERR_TOO_LARGE) return mw_cli_fail("cert write: the certificate in %s is too large for the chip", file);
+  if (st != MW_OK) return mw_cli_fail("cert write: %s holds no PEM certificate", file);
+  st = mw_trustm_cert_write(dev, oid, der, n, o->chain ? MW_TRUSTM_CERT_CHAIN_TAG : 0);
   if (st != MW_OK) return fail_dev(dev, "cert write", st);
-  fprintf(stderr, "stored %d-byte certificate in 0x%04X%s\n", n, oid, o->chain ? " (identity-chain tag C0)" : "");
+  fprintf(stderr, "stored %zu-byte certificate in 0x%04X%s\n", n, oid, o->chain ? " (identity-chain tag C0)" : "");
   return MW_EXIT_OK;
 }
 
@@ -264,12 +261,11 @@ static int cmd_data_write(mw_trustm_t *dev, uint16_t oid, const char *file, cons
     n = parse_hex(o->hex, buf, sizeof buf);
     if (n < 0) return usage("--hex: '%s' is not an even number of hex digits (at most 4096 bytes)", o->hex);
   } else {
-    FILE *f = fopen(file, "rb");
-    if (!f) return mw_cli_fail("data write: %s: %s", file, strerror(errno));
-    n = (long)fread(buf, 1, sizeof buf, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
-    if (more) return mw_cli_fail("data write: %s is larger than %d bytes", file, OBJ_MAX);
+    size_t got;
+    int r = read_file(file, buf, sizeof buf, &got);
+    if (r < 0) return mw_cli_fail("data write: %s: %s", file, strerror(errno));
+    if (r > 0) return mw_cli_fail("data write: %s is larger than %d bytes", file, OBJ_MAX);
+    n = (long)got;
   }
   mw_status_t st = mw_trustm_write(dev, oid, (size_t)off, buf, (size_t)n, o->erase);
   if (st != MW_OK) return fail_dev(dev, "data write", st);
@@ -288,34 +284,21 @@ static int set_field(mw_trustm_metadata_t *md, const char *kv) {
   if (!eq) return usage("--set needs FIELD=VALUE, got '%s'", kv);
   size_t kl = (size_t)(eq - kv);
   const char *v = eq + 1;
-  static const struct {
-    const char *k;
-    unsigned bit;
-    size_t off;
-  } acs[] = {{"change", MW_TRUSTM_MD_CHANGE, offsetof(mw_trustm_metadata_t, change)},
-             {"read", MW_TRUSTM_MD_READ, offsetof(mw_trustm_metadata_t, read)},
-             {"execute", MW_TRUSTM_MD_EXECUTE, offsetof(mw_trustm_metadata_t, execute)},
-             {"meta_update", MW_TRUSTM_MD_META_UPDATE, offsetof(mw_trustm_metadata_t, meta_update)}};
-  for (size_t i = 0; i < sizeof acs / sizeof acs[0]; i++)
-    if (strlen(acs[i].k) == kl && !strncmp(kv, acs[i].k, kl)) {
-      if (mw_trustm_ac_parse(v, (mw_trustm_ac_t *)((char *)md + acs[i].off)) != MW_OK)
+  unsigned bit;
+  mw_trustm_ac_t *ac;
+  const char *name;
+  for (unsigned i = 0; (name = mw_trustm_metadata_ac(md, i, &bit, &ac)); i++)
+    if (strlen(name) == kl && !strncmp(kv, name, kl)) {
+      if (mw_trustm_ac_parse(v, ac) != MW_OK)
         return usage("'%s' is not an access condition (ALW, NEV, LcsO<op, SecStaA(0x20), Luc(0xE120), ...)", v);
-      md->present |= acs[i].bit;
+      md->present |= bit;
       return 0;
     }
   long n;
   if (kl == 4 && !strncmp(kv, "lcso", 4)) {
-    static const char *const names[][2] = {{"creation", "cr"}, {"initialization", "in"}, {"operational", "op"},
-                                           {"termination", "te"}};
-    static const uint8_t vals[] = {0x01, 0x03, 0x07, 0x0F};
-    for (int i = 0; i < 4; i++)
-      if (!strcmp(v, names[i][0]) || !strcmp(v, names[i][1])) {
-        md->lcso = vals[i];
-        md->present |= MW_TRUSTM_MD_LCSO;
-        return 0;
-      }
-    if (parse_num(v, 1, 0xFF, &n) != 0) return usage("lcso must be cr, in, op, te or a number, got '%s'", v);
-    md->lcso = (uint8_t)n;
+    uint8_t lcs = mw_trustm_lcs_parse(v);
+    if (!lcs && parse_num(v, 1, 0xFF, &n) != 0) return usage("lcso must be cr, in, op, te or a number, got '%s'", v);
+    md->lcso = lcs ? lcs : (uint8_t)n;
     md->present |= MW_TRUSTM_MD_LCSO;
   } else if (kl == 7 && !strncmp(kv, "version", 7)) {
     if (parse_num(v, 0, 0x7FFF, &n) != 0) return usage("version must be 0..32767, got '%s'", v);
@@ -329,9 +312,7 @@ static int set_field(mw_trustm_metadata_t *md, const char *kv) {
     if (parse_usage(v, &md->key_usage) != 0) return usage("key_usage: '%s' (sign,auth,enc,keyagree)", v);
     md->present |= MW_TRUSTM_MD_KEY_USAGE;
   } else if (kl == 4 && !strncmp(kv, "type", 4)) {
-    int found = -1;
-    for (int i = 0; i < 256 && found < 0; i++)
-      if (mw_trustm_type_name((uint8_t)i) && !strcmp(mw_trustm_type_name((uint8_t)i), v)) found = i;
+    int found = mw_trustm_type_parse(v);
     if (found < 0) return usage("type must be BSTR, UPCTR, TA, DEVCERT, PRESSEC, PTFBIND, UPDATSEC or AUTOREF, got '%s'", v);
     md->type = (uint8_t)found;
     md->present |= MW_TRUSTM_MD_TYPE;
@@ -366,10 +347,11 @@ static int cmd_metadata(mw_trustm_t *dev, uint16_t oid, const opts_t *o) {
   if (md.present & MW_TRUSTM_MD_VERSION) printf("%-14s%u\n", "version", md.version);
   if (md.present & MW_TRUSTM_MD_MAX_SIZE) printf("%-14s%u\n", "max_size", md.max_size);
   if (md.present & MW_TRUSTM_MD_USED_SIZE) printf("%-14s%u\n", "used_size", md.used_size);
-  if (md.present & MW_TRUSTM_MD_CHANGE) print_ac("change", &md.change);
-  if (md.present & MW_TRUSTM_MD_READ) print_ac("read", &md.read);
-  if (md.present & MW_TRUSTM_MD_EXECUTE) print_ac("execute", &md.execute);
-  if (md.present & MW_TRUSTM_MD_META_UPDATE) print_ac("meta_update", &md.meta_update);
+  unsigned bit;
+  mw_trustm_ac_t *ac;
+  const char *name;
+  for (unsigned i = 0; (name = mw_trustm_metadata_ac(&md, i, &bit, &ac)); i++)
+    if (md.present & bit) print_ac(name, ac);
   if (md.present & MW_TRUSTM_MD_ALGORITHM) {
     const char *c = mw_trustm_curve_name(md.algorithm);
     if (c) printf("%-14s%s\n", "algorithm", c);
@@ -377,9 +359,11 @@ static int cmd_metadata(mw_trustm_t *dev, uint16_t oid, const opts_t *o) {
   }
   if (md.present & MW_TRUSTM_MD_KEY_USAGE) {
     printf("%-14s", "key_usage");
+    static const uint8_t order[] = {MW_TRUSTM_USAGE_SIGN, MW_TRUSTM_USAGE_AUTH, MW_TRUSTM_USAGE_ENC,
+                                    MW_TRUSTM_USAGE_KEYAGREE}; /* as the help text lists them */
     const char *sep = "";
-    for (size_t k = 0; k < sizeof usages / sizeof usages[0]; k++)
-      if (md.key_usage & usages[k].bit) printf("%s%s", sep, usages[k].name), sep = ",";
+    for (size_t k = 0; k < sizeof order; k++)
+      if (md.key_usage & order[k]) printf("%s%s", sep, mw_trustm_usage_name(order[k])), sep = ",";
     printf("\n");
   }
   if (md.present & MW_TRUSTM_MD_TYPE) {
@@ -436,23 +420,21 @@ int mw_cmd_se(int argc, char **argv) {
   /* --hex is a flag for data read and takes the bytes for data write */
   bool writing = false;
   for (int i = 1; i < argc; i++) writing |= !strcmp(argv[i], "write");
+  const mw_cli_opt_t opts[] = {
+      {"--device", NULL, &device}, {"--sim", NULL, &sim}, {"--address", NULL, &address},
+      {"--curve", NULL, &o.curve}, {"--usage", NULL, &o.usage}, {"--out", NULL, &o.out},
+      {"--offset", NULL, &o.offset}, {"--len", NULL, &o.len}, {"--add", NULL, &o.add},
+      {writing ? "--hex" : NULL, NULL, &o.hex}, /* last: without a name it ends the table */
+      {0}};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int r = mw_cli_subject_opt("se", argc, argv, &i, &o.subj);
-    if (r == 1) continue;
-    if (r != 0) return r;
-    const char **slot = NULL;
-    if (!strcmp(a, "--device")) slot = &device;
-    else if (!strcmp(a, "--sim")) slot = &sim;
-    else if (!strcmp(a, "--address")) slot = &address;
-    else if (!strcmp(a, "--curve")) slot = &o.curve;
-    else if (!strcmp(a, "--usage")) slot = &o.usage;
-    else if (!strcmp(a, "--out")) slot = &o.out;
-    else if (!strcmp(a, "--offset")) slot = &o.offset;
-    else if (!strcmp(a, "--len")) slot = &o.len;
-    else if (!strcmp(a, "--add")) slot = &o.add;
-    else if (!strcmp(a, "--hex") && writing) slot = &o.hex;
-    else if (!strcmp(a, "--hex")) o.hex_flag = true;
+    if (r == 0) r = mw_cli_value_opt("se", argc, argv, &i, opts);
+    if (r != 0) {
+      if (r != 1) return r;
+      continue;
+    }
+    if (!strcmp(a, "--hex")) o.hex_flag = true;
     else if (!strcmp(a, "--raw")) o.raw = true;
     else if (!strcmp(a, "--chain")) o.chain = true;
     else if (!strcmp(a, "--erase")) o.erase = true;
@@ -460,13 +442,7 @@ int mw_cmd_se(int argc, char **argv) {
       if (i + 1 >= argc) return usage("%s needs FIELD=VALUE", a);
       if (o.nsets >= 16) return usage("at most 16 --set");
       o.sets[o.nsets++] = argv[++i];
-    } else if (a[0] == '-') return usage("unknown option '%s'", a);
-    else if (npos < 4) pos[npos++] = a;
-    else return usage("unexpected argument '%s'", a);
-    if (slot) {
-      if (i + 1 >= argc) return usage("%s needs a value", a);
-      *slot = argv[++i];
-    }
+    } else if ((r = mw_cli_positional("se", a, pos, 4, &npos)) != 1) return r;
   }
   long addr = 0x30;
   if (!pos[0]) return usage("no command given");

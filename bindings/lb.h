@@ -155,7 +155,10 @@ int luaopen_moonwire_timer(lua_State *L);
 int luaopen_moonwire_mqtt(lua_State *L);
 int luaopen_moonwire_device(lua_State *L);
 int luaopen_moonwire_json(lua_State *L);
+int luaopen_moonwire_shadow_core(lua_State *L); /* internal half of moonwire.shadow */
 int luaopen_moonwire_se(lua_State *L);
+int luaopen_moonwire_pki(lua_State *L);
+int luaopen_moonwire_connection(lua_State *L);
 
 /* MQTT events from the runtime (called by main.c's mw_mqtt event function). */
 void lb_mqtt_dispatch(mw_rt_t *rt, const mw_mqtt_event_t *ev);

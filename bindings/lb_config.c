@@ -54,6 +54,11 @@ static const field_t lua_fields[] = {{"budget_ms", F_INT, 0, 3600000, NULL},
                                      {"debounce_ms", F_INT, 0, 10000, NULL},
                                      {"rollback", F_TABLE, 0, 0, rollback_fields},
                                      {NULL, 0, 0, 0, NULL}};
+/* moonwire.shadow (scripts/moonwire/shadow.lua reads these through moonwire.device). */
+static const field_t shadow_fields[] = {{"cache", F_STRING, 0, 0, NULL},
+                                        {"debounce_ms", F_INT, 0, 60000, NULL},
+                                        {"timeout_ms", F_INT, 100, 600000, NULL},
+                                        {NULL, 0, 0, 0, NULL}};
 static const field_t pkcs11_fields[] = {{"module", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t log_fields[] = {{"level", F_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL}};
 static const field_t repl_fields[] = {
@@ -76,6 +81,7 @@ static const field_t top_fields[] = {
     {"limits", F_TABLE, 0, 0, limits_fields}, {"log", F_TABLE, 0, 0, log_fields},
     {"se", F_TABLE, 0, 0, se_fields},       {"app", F_FREE, 0, 0, NULL},
     {"lua", F_TABLE, 0, 0, lua_fields},
+    {"shadow", F_TABLE, 0, 0, shadow_fields},
     {"pkcs11", F_TABLE, 0, 0, pkcs11_fields},
     {"repl", F_TABLE, 0, 0, repl_fields},
     {"outbox", F_TABLE, 0, 0, outbox_fields},
@@ -397,6 +403,10 @@ static int extract(lua_State *L, ctx_t *c, int t, const lb_config_overrides_t *o
   }
   if (cfg->reconnect.cap_ms < cfg->reconnect.base_ms)
     return cfail(c, "reconnect.cap_ms must not be smaller than reconnect.base_ms");
+  char *cache = get_str(L, t, "shadow", "cache", NULL);
+  int empty_cache = cache && !*cache;
+  free(cache);
+  if (empty_cache) return cfail(c, "shadow.cache: empty path (leave it out for the default)");
   if (cfg->repl.socket && (cfg->repl.socket[0] != '/' || strlen(cfg->repl.socket) >= 108))
     return cfail(c, "repl.socket: '%s' must be an absolute path shorter than 108 bytes", cfg->repl.socket);
   if (cfg->log_level && mw_log_level_parse(cfg->log_level) < 0)

@@ -167,8 +167,10 @@ void lb_preload(lua_State *L) {
       {"moonwire.log", luaopen_moonwire_log},     {"moonwire.timer", luaopen_moonwire_timer},
       {"moonwire.mqtt", luaopen_moonwire_mqtt},   {"moonwire.device", luaopen_moonwire_device},
       {"moonwire.json", luaopen_moonwire_json},
+      {"moonwire.shadow.core", luaopen_moonwire_shadow_core},
       {"moonwire.se", luaopen_moonwire_se},
       {"moonwire.app", luaopen_moonwire_app},
+      {"moonwire.pki", luaopen_moonwire_pki},     {"moonwire.connection", luaopen_moonwire_connection},
       {NULL, NULL},
   };
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

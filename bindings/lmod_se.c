@@ -140,14 +140,6 @@ static bool opt_bool(lua_State *L, int t, const char *k, bool dflt) {
   return v;
 }
 
-static const struct {
-  const char *name;
-  uint8_t bit;
-} usages[] = {{"auth", MW_TRUSTM_USAGE_AUTH},
-              {"enc", MW_TRUSTM_USAGE_ENC},
-              {"sign", MW_TRUSTM_USAGE_SIGN},
-              {"keyagree", MW_TRUSTM_USAGE_KEYAGREE}};
-
 /* A list of usage names at the top of the stack -> bits. */
 static uint8_t usage_bits(lua_State *L, const char *what) {
   if (!lua_istable(L, -1)) luaL_error(L, "%s must be a list like {\"sign\", \"auth\"}", what);
@@ -156,10 +148,9 @@ static uint8_t usage_bits(lua_State *L, const char *what) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
     const char *u = lua_tostring(L, -1);
-    bool found = false;
-    for (size_t k = 0; u && k < sizeof usages / sizeof usages[0]; k++)
-      if (!strcmp(u, usages[k].name)) bits |= usages[k].bit, found = true;
-    if (!found) luaL_error(L, "%s: unknown usage '%s' (auth, enc, sign, keyagree)", what, u ? u : "?");
+    uint8_t bit = u ? mw_trustm_usage_parse(u, strlen(u)) : 0;
+    if (!bit) luaL_error(L, "%s: unknown usage '%s' (auth, enc, sign, keyagree)", what, u ? u : "?");
+    bits |= bit;
     lua_pop(L, 1);
   }
   return bits;
@@ -168,11 +159,13 @@ static uint8_t usage_bits(lua_State *L, const char *what) {
 static void push_usages(lua_State *L, uint8_t bits) {
   lua_newtable(L);
   int n = 0;
-  for (size_t k = 0; k < sizeof usages / sizeof usages[0]; k++)
-    if (bits & usages[k].bit) {
-      lua_pushstring(L, usages[k].name);
+  for (unsigned k = 0; k < 8; k++) {
+    const char *name = mw_trustm_usage_name((uint8_t)(bits & 1u << k));
+    if (name) {
+      lua_pushstring(L, name);
       lua_rawseti(L, -2, ++n);
     }
+  }
 }
 
 static void tohex(const uint8_t *b, size_t n, char *out) {
@@ -443,10 +436,11 @@ static int lse_metadata(lua_State *L) {
     lua_pushinteger(L, md.used_size);
     lua_setfield(L, -2, "used_size");
   }
-  if (md.present & MW_TRUSTM_MD_CHANGE) set_ac(L, "change", &md.change);
-  if (md.present & MW_TRUSTM_MD_READ) set_ac(L, "read", &md.read);
-  if (md.present & MW_TRUSTM_MD_EXECUTE) set_ac(L, "execute", &md.execute);
-  if (md.present & MW_TRUSTM_MD_META_UPDATE) set_ac(L, "meta_update", &md.meta_update);
+  unsigned bit;
+  mw_trustm_ac_t *ac;
+  const char *name;
+  for (unsigned i = 0; (name = mw_trustm_metadata_ac(&md, i, &bit, &ac)); i++)
+    if (md.present & bit) set_ac(L, name, ac);
   if (md.present & MW_TRUSTM_MD_ALGORITHM) {
     const char *c = mw_trustm_curve_name(md.algorithm);
     if (c) lua_pushstring(L, c);
@@ -476,16 +470,9 @@ static uint8_t parse_lcs(lua_State *L) {
     if (v < 1 || v > 0xFF) luaL_error(L, "lcso must be 1..255");
     return (uint8_t)v;
   }
-  const char *s = lua_tostring(L, -1);
-  static const struct {
-    const char *a, *b;
-    uint8_t v;
-  } names[] = {{"creation", "cr", 0x01}, {"initialization", "in", 0x03}, {"operational", "op", 0x07},
-               {"termination", "te", 0x0F}};
-  for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
-    if (!strcmp(s, names[i].a) || !strcmp(s, names[i].b)) return names[i].v;
-  luaL_error(L, "lcso must be creation, initialization, operational, termination (or cr/in/op/te)");
-  return 0;
+  uint8_t v = mw_trustm_lcs_parse(lua_tostring(L, -1));
+  if (!v) luaL_error(L, "lcso must be creation, initialization, operational, termination (or cr/in/op/te)");
+  return v;
 }
 
 static int lse_set_metadata(lua_State *L) {
@@ -499,20 +486,15 @@ static int lse_set_metadata(lua_State *L) {
   check_opts(L, t, allowed);
   mw_trustm_metadata_t md;
   memset(&md, 0, sizeof md);
-  static const struct {
-    const char *k;
-    unsigned bit;
-    size_t off;
-  } acs[] = {{"change", MW_TRUSTM_MD_CHANGE, offsetof(mw_trustm_metadata_t, change)},
-             {"read", MW_TRUSTM_MD_READ, offsetof(mw_trustm_metadata_t, read)},
-             {"execute", MW_TRUSTM_MD_EXECUTE, offsetof(mw_trustm_metadata_t, execute)},
-             {"meta_update", MW_TRUSTM_MD_META_UPDATE, offsetof(mw_trustm_metadata_t, meta_update)}};
-  for (size_t i = 0; i < sizeof acs / sizeof acs[0]; i++) {
-    const char *s = opt_string(L, t, acs[i].k);
+  unsigned bit;
+  mw_trustm_ac_t *ac;
+  const char *name;
+  for (unsigned i = 0; (name = mw_trustm_metadata_ac(&md, i, &bit, &ac)); i++) {
+    const char *s = opt_string(L, t, name);
     if (!s) continue;
-    if (mw_trustm_ac_parse(s, (mw_trustm_ac_t *)((char *)&md + acs[i].off)) != MW_OK)
-      return luaL_error(L, "%s: '%s' is not an access condition (e.g. \"ALW\", \"NEV\", \"LcsO<op\")", acs[i].k, s);
-    md.present |= acs[i].bit;
+    if (mw_trustm_ac_parse(s, ac) != MW_OK)
+      return luaL_error(L, "%s: '%s' is not an access condition (e.g. \"ALW\", \"NEV\", \"LcsO<op\")", name, s);
+    md.present |= bit;
   }
   /* max_size, used_size, algorithm and raw belong to the chip: accepted (so a table from
      metadata() can be edited and written back) and left out of the write. */
@@ -527,10 +509,7 @@ static int lse_set_metadata(lua_State *L) {
   lua_pop(L, 1);
   lua_getfield(L, t, "type");
   if (!lua_isnil(L, -1)) {
-    const char *s = lua_tostring(L, -1);
-    int found = -1;
-    for (int i = 0; s && i < 256 && found < 0; i++)
-      if (mw_trustm_type_name((uint8_t)i) && !strcmp(mw_trustm_type_name((uint8_t)i), s)) found = i;
+    int found = mw_trustm_type_parse(lua_tostring(L, -1));
     if (found < 0) return luaL_error(L, "type must be BSTR, UPCTR, TA, DEVCERT, PRESSEC, PTFBIND, UPDATSEC or AUTOREF");
     md.type = (uint8_t)found;
     md.present |= MW_TRUSTM_MD_TYPE;
@@ -558,21 +537,10 @@ static int lse_cert(lua_State *L) {
     return 1;
   }
   if (st != MW_OK) return fail_dev(L, dev, st);
-  const unsigned char *p = der;
-  X509 *x = d2i_X509(NULL, &p, (long)n);
-  BIO *b = x ? BIO_new(BIO_s_mem()) : NULL;
   char pem[3 * OBJ_MAX];
-  long pl = 0;
-  if (b && PEM_write_bio_X509(b, x)) {
-    char *data;
-    pl = BIO_get_mem_data(b, &data);
-    if (pl > 0 && (size_t)pl < sizeof pem) memcpy(pem, data, (size_t)pl);
-    else pl = 0;
-  }
-  BIO_free(b);
-  X509_free(x);
-  if (pl <= 0) return lb_fail(L, "the object holds no parseable X.509 certificate", "EPROTO");
-  lua_pushlstring(L, pem, (size_t)pl);
+  if (mw_trustm_cert_to_pem(der, n, pem, sizeof pem) != MW_OK)
+    return lb_fail(L, "the object holds no parseable X.509 certificate", "EPROTO");
+  lua_pushstring(L, pem);
   return 1;
 }
 
@@ -584,23 +552,16 @@ static int lse_store_cert(lua_State *L) {
   static const char *const allowed[] = {"chain", NULL};
   check_opts(L, base + 2, allowed);
   bool chain = opt_bool(L, base + 2, "chain", oid == MW_TRUSTM_OID_DEVICE_CERT);
-  BIO *b = BIO_new_mem_buf(pem, (int)pl);
-  X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-  X509 *extra = x ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-  BIO_free(b);
   uint8_t der[OBJ_MAX];
-  unsigned char *d = NULL;
-  int n = x ? i2d_X509(x, &d) : -1;
-  bool fits = n > 0 && (size_t)n <= sizeof der - 9;
-  if (fits) memcpy(der, d, (size_t)n);
-  OPENSSL_free(d);
-  X509_free(x);
-  X509_free(extra);
-  if (n <= 0) return luaL_argerror(L, base + 1, "not a PEM certificate");
-  if (extra) return luaL_argerror(L, base + 1, "give one certificate, not a chain");
-  if (!fits) return lb_fail(L, "the certificate is too large for a Trust M object", "E2BIG");
+  size_t n;
+  bool more;
+  /* 9 bytes stay free for the identity-chain header */
+  mw_status_t st = mw_trustm_cert_from_pem(pem, pl, der, sizeof der - 9, &n, &more);
+  if (st != MW_OK && st != MW_ERR_TOO_LARGE) return luaL_argerror(L, base + 1, "not a PEM certificate");
+  if (more) return luaL_argerror(L, base + 1, "give one certificate, not a chain");
+  if (st != MW_OK) return lb_fail(L, "the certificate is too large for a Trust M object", "E2BIG");
   NEED_CHIP(dev);
-  mw_status_t st = mw_trustm_cert_write(dev, oid, der, (size_t)n, chain ? MW_TRUSTM_CERT_CHAIN_TAG : 0);
+  st = mw_trustm_cert_write(dev, oid, der, n, chain ? MW_TRUSTM_CERT_CHAIN_TAG : 0);
   if (st != MW_OK) return fail_dev(L, dev, st);
   lua_pushboolean(L, 1);
   return 1;

@@ -18,6 +18,11 @@ static const mw_command_t commands[] = {
     {"pkcs11", mw_cmd_pkcs11, "keys in a PKCS#11 token: tokens, objects, keygen, pubkey, info, csr", mw_usage_pkcs11},
     {"repl", mw_cmd_repl, "a local interactive Lua prompt with the moonwire modules", mw_usage_repl},
     {"attach", mw_cmd_attach, "a Lua prompt inside a running 'moonwire run'", mw_usage_attach},
+    {"provision", mw_cmd_provision, "run a provisioning flow: new key, certificate, thing, verified switch-over",
+     mw_usage_provision},
+    {"provisioning-service", mw_cmd_provisioning_service,
+     "serve AWS IoT Fleet Provisioning on the local broker (certificates, templates, things)",
+     mw_usage_provisioning_service},
     {"outbox", mw_cmd_outbox, "the durable outbox: list, show, retry or drop dead letters", mw_usage_outbox},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -51,13 +56,31 @@ int mw_cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+int mw_cli_value_opt(const char *cmd, int argc, char **argv, int *i, const mw_cli_opt_t *opts) {
+  const char *a = argv[*i];
+  for (; opts->name; opts++) {
+    if (strcmp(a, opts->name) != 0 && (!opts->alias || strcmp(a, opts->alias) != 0)) continue;
+    if (*i + 1 >= argc) return mw_cli_usage_error(cmd, "%s needs a value", a);
+    *opts->slot = argv[++*i];
+    return 1;
+  }
+  return 0;
+}
+
+int mw_cli_positional(const char *cmd, const char *arg, const char **pos, int max, int *npos) {
+  if (arg[0] == '-') return mw_cli_usage_error(cmd, "unknown option '%s'", arg);
+  if (*npos >= max) return mw_cli_usage_error(cmd, "unexpected argument '%s'", arg);
+  pos[(*npos)++] = arg;
+  return 1;
+}
+
 static void print_help(FILE *f) {
   fprintf(f,
           "Usage: moonwire COMMAND [OPTIONS]\n"
           "       moonwire --help | --version\n\n"
           "Moonwire runs Lua device apps over mutual-TLS MQTT (AWS IoT Core or a local broker).\n\n"
           "Commands:\n");
-  for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-21s %s\n", commands[i].name, commands[i].summary);
   fprintf(f,
           "\nRun 'moonwire COMMAND --help' for a command's options.\n"
           "Exit status: 0 success, 1 runtime failure, 2 usage error.\n");

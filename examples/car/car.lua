@@ -1,5 +1,7 @@
 -- A small connected car: reports telemetry every second, obeys commands on
--- cars/<thing>/cmd, and slows down when another car comes close.
+-- cars/<thing>/cmd, slows down when another car comes close, and keeps its Device
+-- Shadow: it reports speed, position and battery there and obeys desired.max_speed
+-- (a speed limit set by the fleet operator, examples/car/operator.lua).
 -- Edit this file while the demo runs: the runtime reloads it, and the car keeps its place,
 -- speed and battery because they live in app.state.
 local mqtt = require "moonwire.mqtt"
@@ -8,6 +10,7 @@ local json = require "moonwire.json"
 local log = require "moonwire.log"
 local device = require "moonwire.device"
 local app = require "moonwire.app"
+local shadow = require "moonwire.shadow"
 local track = require "track"
 
 local me = device.thing
@@ -24,13 +27,33 @@ app.state.car = app.state.car or {
   battery = 100.0,
   yielding_until = 0,
   seq = 0,
+  limit = nil,                   -- km/h allowed by the operator (desired.max_speed), nil = none
 }
 local car = app.state.car
+
+-- The shadow: what the car reports, and the speed limit it must obey. The last known
+-- document comes from the cache, so a car starting offline keeps its previous limit.
+local sh = shadow.open()
+local function valid_limit(v) return math.type(v) == "integer" and v >= 0 and v <= 130 end
+if valid_limit(sh.desired.max_speed) then car.limit = sh.desired.max_speed end
+
+sh:on_delta(function(delta, version)
+  local limit = delta.max_speed
+  if limit == nil then return end
+  if not valid_limit(limit) then
+    log.warn("ignoring speed limit", tostring(limit), "from shadow version", version)
+    return
+  end
+  car.limit = limit
+  sh.reported.max_speed = limit -- obeyed: the delta goes away
+  log.info(("speed limit %d km/h (shadow version %d)"):format(limit, version))
+end)
 
 local function now_s() return timer.now() / 1000 end
 
 local function drive()
   local want = car.target
+  if car.limit then want = math.min(want, car.limit) end
   if now_s() < car.yielding_until then want = math.min(want, YIELD_SPEED) end
   -- Accelerate or brake by at most 10 km/h per tick.
   local delta = math.max(-10, math.min(10, want - car.speed))
@@ -51,6 +74,10 @@ local function report()
     position = { lat = lat, lon = lon },
   })
   if not ok and mqtt.connected() then log.warn("telemetry not sent:", err) end
+  -- The shadow gets the same state; the writes of one tick go out as one /update.
+  sh.reported.speed = car.speed
+  sh.reported.battery = math.floor(car.battery + 0.5)
+  sh.reported.position = { lat = lat, lon = lon }
 end
 
 timer.every(math.floor(TICK * 1000), function()

@@ -201,12 +201,11 @@ void mw_p11_uri_redact(const char *s, char *out, size_t cap) {
     out[o++] = s[i];
     /* at the start of an attribute named pin-value: copy the name, hide the value */
     if (uri && (s[i] == ':' || s[i] == ';' || s[i] == '?' || s[i] == '&') && !strncmp(s + i + 1, "pin-value=", 10)) {
-      static const char marker[] = "pin-value=***";
-      /* A marker cut short by a full buffer would look like a value: stop before it instead. */
-      if (o + sizeof marker > cap) break;
-      memcpy(out + o, marker, sizeof marker - 1);
-      o += sizeof marker - 1;
-      i += 11;
+      /* all of it or none: a copy cut short must not end in half a mask ("pin-value=**") */
+      if (o + 13 >= cap) break;
+      i++;
+      for (const char *t = "pin-value=***"; *t; t++) out[o++] = *t;
+      i += 10;
       while (s[i] && s[i] != ';' && s[i] != '&' && s[i] != '?') i++;
       continue;
     }

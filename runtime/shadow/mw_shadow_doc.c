@@ -727,15 +727,39 @@ cJSON *mw_shadow_delta_metadata(const cJSON *delta, const cJSON *meta_desired) {
 ** Merge
 */
 
-/* Sets obj[key] = v, replacing in place (keeps member order) or appending. Frees v on failure. */
-static bool set_member(cJSON *obj, const char *key, cJSON *v) {
+/*
+** obj[key], searching from *hint (wrapping around) and leaving *hint after the match: a request
+** usually names its keys in the document's order, so merging n keys costs O(n), not O(n^2).
+** *hint must be NULL or a member of obj.
+*/
+static cJSON *find_member(const cJSON *obj, const char *key, cJSON **hint) {
+  cJSON *start = *hint ? *hint : obj->child;
+  for (cJSON *c = start; c; c = c->next)
+    if (c->string && strcmp(c->string, key) == 0) {
+      *hint = c->next;
+      return c;
+    }
+  for (cJSON *c = obj->child; c && c != start; c = c->next)
+    if (c->string && strcmp(c->string, key) == 0) {
+      *hint = c->next;
+      return c;
+    }
+  return NULL;
+}
+
+/*
+** obj[key] = v, where old is the current member (NULL: none): replaced in place (keeps member
+** order; v takes over old's key string) or appended. Frees v on failure.
+*/
+static bool put_member(cJSON *obj, cJSON *old, const char *key, cJSON *v) {
   if (!v) return false;
-  if (cJSON_GetObjectItemCaseSensitive(obj, key)) {
-    if (cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v)) return true;
-    cJSON_Delete(v);
-    return false;
-  }
-  return add(obj, key, v);
+  if (!old) return add(obj, key, v);
+  if (v->string && !(v->type & cJSON_StringIsConst)) cJSON_free(v->string);
+  v->string = old->string;
+  v->type = (v->type & ~cJSON_StringIsConst) | (old->type & cJSON_StringIsConst);
+  old->string = NULL;
+  old->type &= ~cJSON_StringIsConst;
+  return cJSON_ReplaceItemViaPointer(obj, old, v); /* deletes old */
 }
 
 /*
@@ -744,23 +768,30 @@ static bool set_member(cJSON *obj, const char *key, cJSON *v) {
 ** arrays) replaces the whole value. Every written leaf gets timestamp ts.
 */
 static bool merge_object(cJSON *dst, cJSON *meta, const cJSON *src, int64_t ts) {
+  cJSON *dh = NULL, *mh = NULL;
   for (const cJSON *s = src->child; s; s = s->next) {
     const char *k = s->string;
+    cJSON *d = find_member(dst, k, &dh), *m = find_member(meta, k, &mh);
     if (cJSON_IsNull(s)) {
-      cJSON_DeleteItemFromObjectCaseSensitive(dst, k);
-      cJSON_DeleteItemFromObjectCaseSensitive(meta, k);
+      if (d) cJSON_Delete(cJSON_DetachItemViaPointer(dst, d));
+      if (m) cJSON_Delete(cJSON_DetachItemViaPointer(meta, m));
       continue;
     }
     if (cJSON_IsObject(s)) {
-      cJSON *d = cJSON_GetObjectItemCaseSensitive(dst, k);
-      cJSON *m = cJSON_GetObjectItemCaseSensitive(meta, k);
-      if (!cJSON_IsObject(d)) {
-        if (!set_member(dst, k, d = cJSON_CreateObject())) return false;
-        m = NULL;
+      bool fresh = !cJSON_IsObject(d);
+      if (fresh) {
+        cJSON *n = cJSON_CreateObject();
+        if (!put_member(dst, d, k, n)) return false;
+        d = n;
       }
-      if (!cJSON_IsObject(m) && !set_member(meta, k, m = cJSON_CreateObject())) return false;
+      if (fresh || !cJSON_IsObject(m)) {
+        cJSON *n = cJSON_CreateObject();
+        if (!put_member(meta, m, k, n)) return false;
+        m = n;
+      }
       if (!merge_object(d, m, s, ts)) return false;
-    } else if (!set_member(dst, k, cJSON_Duplicate(s, 1)) || !set_member(meta, k, mw_shadow_metadata_for(s, ts))) {
+    } else if (!put_member(dst, d, k, cJSON_Duplicate(s, 1)) ||
+               !put_member(meta, m, k, mw_shadow_metadata_for(s, ts))) {
       return false;
     }
   }
@@ -1113,74 +1144,93 @@ static cJSON *take_section(cJSON *parent, const char *key) {
   return cJSON_DetachItemViaPointer(parent, v);
 }
 
-mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
-  mw_shadow_doc_init(doc);
+/* A timestamp read from a document (epoch seconds); anything not a plausible one counts as 0
+** (a cast of an out-of-range double to int64_t is undefined). */
+static int64_t timestamp_value(const cJSON *ts) {
+  if (!cJSON_IsNumber(ts)) return 0;
+  double d = ts->valuedouble;
+  return d >= 0 && d <= VERSION_MAX ? (int64_t)d : 0;
+}
+
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st) {
   int code;
-  cJSON *root = parse_strict(json, len, MW_SHADOW_DUPLICATE_LAST, &code);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
+  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
+  if (cJSON_IsObject(root)) {
+    *st = MW_OK;
+    return root;
   }
+  cJSON_Delete(root);
+  *st = code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
+  return NULL;
+}
+
+mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc) {
+  mw_shadow_doc_init(doc);
+  if (!cJSON_IsObject(root)) return MW_ERR_INVALID;
   int64_t version = 0;
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
   const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "timestamp");
   cJSON *state = cJSON_GetObjectItemCaseSensitive(root, "state");
   cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
-  if ((v && !version_value(v, &version)) || (state && !cJSON_IsObject(state) && !cJSON_IsNull(state))) {
-    cJSON_Delete(root);
+  if ((v && !version_value(v, &version)) || (state && !cJSON_IsObject(state) && !cJSON_IsNull(state)))
     return MW_ERR_INVALID;
-  }
   doc->desired = take_section(state, "desired");
   doc->reported = take_section(state, "reported");
   doc->meta_desired = doc->desired ? take_section(meta, "desired") : NULL;
   doc->meta_reported = doc->reported ? take_section(meta, "reported") : NULL;
   doc->version = version;
-  doc->timestamp = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
+  doc->timestamp = timestamp_value(ts);
   doc->exists = true;
+  return MW_OK;
+}
+
+mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc) {
+  mw_shadow_doc_init(doc);
+  mw_status_t st;
+  cJSON *root = mw_shadow_json_parse(json, len, &st);
+  if (root) st = mw_shadow_doc_take(root, doc);
   cJSON_Delete(root);
+  return st;
+}
+
+mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON *root) {
+  int64_t version = 0;
+  const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
+  const cJSON *state = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "state") : NULL;
+  const cJSON *ts = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "timestamp") : NULL;
+  if (!v || !version_value(v, &version) || !state || (!cJSON_IsObject(state) && !cJSON_IsNull(state)))
+    return MW_ERR_INVALID;
+  if (doc->exists && version <= doc->version) return MW_ERR_STATE;
+  const cJSON *d = cJSON_IsObject(state) ? cJSON_GetObjectItemCaseSensitive(state, "desired") : NULL;
+  const cJSON *r = cJSON_IsObject(state) ? cJSON_GetObjectItemCaseSensitive(state, "reported") : NULL;
+  if ((d && !cJSON_IsObject(d) && !cJSON_IsNull(d)) || (r && !cJSON_IsObject(r) && !cJSON_IsNull(r)))
+    return MW_ERR_INVALID;
+  int64_t t = timestamp_value(ts);
+  mw_shadow_doc_t next;
+  mw_shadow_doc_init(&next);
+  mw_status_t st = MW_OK;
+  if (doc->exists && mw_shadow_doc_copy(&next, doc) != MW_OK) st = MW_ERR_NOMEM;
+  else if (cJSON_IsNull(state)) mw_shadow_doc_free(&next);
+  else if (!merge_section(&next.desired, &next.meta_desired, d, t) ||
+           !merge_section(&next.reported, &next.meta_reported, r, t))
+    st = MW_ERR_NOMEM;
+  if (st != MW_OK) {
+    mw_shadow_doc_free(&next);
+    return st;
+  }
+  next.version = version;
+  next.timestamp = t;
+  next.exists = true;
+  next.deleted_at = 0;
+  mw_shadow_doc_free(doc);
+  *doc = next;
   return MW_OK;
 }
 
 mw_status_t mw_shadow_doc_apply_accepted(mw_shadow_doc_t *doc, const void *payload, size_t len) {
-  int code;
-  int64_t version = 0;
-  cJSON *root = parse_strict(payload, len, MW_SHADOW_DUPLICATE_LAST, &code);
-  const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
-  const cJSON *state = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "state") : NULL;
-  const cJSON *ts = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "timestamp") : NULL;
-  mw_status_t st = MW_OK;
-  if (!v || !version_value(v, &version) || !state || (!cJSON_IsObject(state) && !cJSON_IsNull(state))) {
-    st = code == 500 ? MW_ERR_NOMEM : MW_ERR_INVALID;
-  } else if (doc->exists && version <= doc->version) {
-    st = MW_ERR_STATE;
-  } else {
-    int64_t t = cJSON_IsNumber(ts) && isfinite(ts->valuedouble) ? (int64_t)ts->valuedouble : 0;
-    mw_shadow_doc_t next;
-    mw_shadow_doc_init(&next);
-    if (doc->exists && mw_shadow_doc_copy(&next, doc) != MW_OK) {
-      st = MW_ERR_NOMEM;
-    } else if (cJSON_IsNull(state)) {
-      mw_shadow_doc_free(&next);
-    } else {
-      const cJSON *d = cJSON_GetObjectItemCaseSensitive(state, "desired");
-      const cJSON *r = cJSON_GetObjectItemCaseSensitive(state, "reported");
-      if ((d && !cJSON_IsObject(d) && !cJSON_IsNull(d)) || (r && !cJSON_IsObject(r) && !cJSON_IsNull(r)))
-        st = MW_ERR_INVALID;
-      else if (!merge_section(&next.desired, &next.meta_desired, d, t) ||
-               !merge_section(&next.reported, &next.meta_reported, r, t))
-        st = MW_ERR_NOMEM;
-    }
-    if (st == MW_OK) {
-      next.version = version;
-      next.timestamp = t;
-      next.exists = true;
-      next.deleted_at = 0;
-      mw_shadow_doc_free(doc);
-      *doc = next;
-    } else {
-      mw_shadow_doc_free(&next);
-    }
-  }
+  mw_status_t st;
+  cJSON *root = mw_shadow_json_parse(payload, len, &st);
+  if (root) st = mw_shadow_doc_apply_accepted_tree(doc, root);
   cJSON_Delete(root);
   return st;
 }

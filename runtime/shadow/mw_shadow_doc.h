@@ -240,6 +240,24 @@ char *mw_shadow_doc_serialize(const mw_shadow_doc_t *doc);
 mw_status_t mw_shadow_doc_deserialize(const void *json, size_t len, mw_shadow_doc_t *doc);
 
 /*
+** Device side, one parse per message: strict JSON, as mw_shadow_request_parse checks it (UTF-8,
+** RFC 8259, duplicate keys: the last wins), so whatever the device keeps and caches reads back
+** the same; the top level must be an object. Returns the tree (caller owns it: cJSON_Delete)
+** with *st = MW_OK, or NULL with *st = MW_ERR_INVALID / MW_ERR_NOMEM.
+*/
+cJSON *mw_shadow_json_parse(const void *payload, size_t len, mw_status_t *st);
+
+/*
+** mw_shadow_doc_deserialize on a parsed tree: fills doc (initialised first) by detaching the
+** desired/reported sections and their metadata from root, which the caller still owns and
+** frees. MW_ERR_INVALID (doc empty) when root is not a document.
+*/
+mw_status_t mw_shadow_doc_take(cJSON *root, mw_shadow_doc_t *doc);
+
+/* mw_shadow_doc_apply_accepted on a parsed tree (borrowed); same results. */
+mw_status_t mw_shadow_doc_apply_accepted_tree(mw_shadow_doc_t *doc, const cJSON *root);
+
+/*
 ** Device side: applies an /update/accepted payload received for this shadow to the cached
 ** doc (merge of its state, its metadata, its version). Returns MW_ERR_STATE without changing
 ** doc when the payload's version is not newer than doc->version (stale or duplicate), and

@@ -94,13 +94,36 @@ void mw_trustm_stats_reset(mw_trustm_t *dev) { memset(&dev->stats, 0, sizeof dev
 
 /* ---- data objects ---- */
 
+/*
+** Where objects end, as reads and writes showed: the length of a read's answer before the
+** chip gives it, so the driver can wait the read's time instead of polling from the start.
+** A few objects are enough (a device reads the same few again); the oldest entry goes.
+*/
+static size_t known_end(const mw_trustm_t *dev, uint16_t oid) {
+  for (size_t i = 0; i < sizeof dev->ends / sizeof dev->ends[0]; i++)
+    if (dev->ends[i].end && dev->ends[i].oid == oid) return dev->ends[i].end;
+  return 0;
+}
+
+static void remember_end(mw_trustm_t *dev, uint16_t oid, size_t end) {
+  size_t slots = sizeof dev->ends / sizeof dev->ends[0], i = 0;
+  while (i < slots && !(dev->ends[i].end && dev->ends[i].oid == oid)) i++;
+  if (i == slots) i = dev->ends_next++ % slots;
+  dev->ends[i].oid = oid;
+  dev->ends[i].end = (uint16_t)(end > 0xFFFF ? 0xFFFF : end);
+}
+
 static mw_status_t get_chunk(mw_trustm_t *dev, uint16_t oid, size_t off, size_t len, const uint8_t **out,
                              size_t *n) {
   char what[48];
   snprintf(what, sizeof what, "GetDataObject 0x%04X", oid);
   const uint8_t in[6] = {(uint8_t)(oid >> 8), (uint8_t)oid, (uint8_t)(off >> 8), (uint8_t)off, (uint8_t)(len >> 8),
                          (uint8_t)len};
-  return mw__trustm_cmd(dev, what, MW_TRUSTM_CMD_GET_DATA, 0x00, in, sizeof in, out, n);
+  size_t end = known_end(dev, oid), expect = end > off ? (end - off < len ? end - off : len) : 0;
+  mw_status_t st = mw__trustm_cmd_sized(dev, what, MW_TRUSTM_CMD_GET_DATA, 0x00, in, sizeof in, expect, out, n);
+  /* a short answer is where the object ends; a full one, that it goes at least that far */
+  if (st == MW_OK && (*n < len || off + *n > end)) remember_end(dev, oid, off + *n);
+  return st;
 }
 
 mw_status_t mw_trustm_read(mw_trustm_t *dev, uint16_t oid, size_t offset, size_t len, uint8_t *buf, size_t cap,
@@ -155,6 +178,7 @@ mw_status_t mw_trustm_write(mw_trustm_t *dev, uint16_t oid, size_t offset, const
     mw_status_t st = mw__trustm_cmd(dev, what, MW_TRUSTM_CMD_SET_DATA, erase && done == 0 ? 0x40 : 0x00, in, 4 + n,
                                     &out, &on);
     if (st != MW_OK) return st;
+    if ((erase && done == 0) || off + n > known_end(dev, oid)) remember_end(dev, oid, off + n);
     done += n;
   } while (done < len);
   return MW_OK;

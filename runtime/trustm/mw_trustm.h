@@ -254,10 +254,24 @@ mw_status_t mw_trustm_metadata_encode(const mw_trustm_metadata_t *md, uint8_t *o
 */
 mw_status_t mw_trustm_ac_format(const mw_trustm_ac_t *ac, char *out, size_t cap);
 mw_status_t mw_trustm_ac_parse(const char *text, mw_trustm_ac_t *ac);
+/*
+** The access-condition fields in tag order (D0 change, D1 read, D3 execute, D8
+** meta_update), so the CLI and Lua walk them by name: field i's name, with *bit its
+** MW_TRUSTM_MD_* flag and *ac where it is in md. NULL past the last field.
+*/
+const char *mw_trustm_metadata_ac(mw_trustm_metadata_t *md, unsigned i, unsigned *bit, mw_trustm_ac_t **ac);
 /* "creation", "initialization", "operational", "termination" or "0xNN". */
 const char *mw_trustm_lcs_name(uint8_t lcs, char buf[8]);
+/* "creation"/"cr", "initialization"/"in", "operational"/"op", "termination"/"te" -> 0x01..0x0F; 0 when unknown. */
+uint8_t mw_trustm_lcs_parse(const char *name);
 /* "BSTR", "UPCTR", "TA", "DEVCERT", "PRESSEC", "PTFBIND", "UPDATSEC", "AUTOREF" or NULL. */
 const char *mw_trustm_type_name(uint8_t type);
+/* The reverse of mw_trustm_type_name: the type byte, -1 when unknown. */
+int mw_trustm_type_parse(const char *name);
+/* Key usage names: "auth", "enc", "sign", "keyagree" (len bytes of name) -> MW_TRUSTM_USAGE_* bit, 0 when unknown. */
+uint8_t mw_trustm_usage_parse(const char *name, size_t len);
+/* One MW_TRUSTM_USAGE_* bit -> its name, NULL for another value. */
+const char *mw_trustm_usage_name(uint8_t bit);
 /* "P-256", ... or NULL. */
 const char *mw_trustm_curve_name(uint8_t alg);
 /* "P-256"/"prime256v1"/"secp384r1"/... -> id; 0 when unknown. */
@@ -295,6 +309,15 @@ mw_status_t mw_trustm_pubkey_to_bitstring(const uint8_t *spki, size_t spki_len, 
 mw_status_t mw_trustm_spki_to_pem(const uint8_t *spki, size_t len, char *pem, size_t cap);
 /* Finds the first DER certificate in a certificate object's content (bare, or tag C0 chain). */
 mw_status_t mw_trustm_cert_extract(const uint8_t *obj, size_t len, const uint8_t **der, size_t *der_len);
+/* DER certificate -> "-----BEGIN CERTIFICATE-----..." (NUL-terminated); MW_ERR_INVALID when it is none. */
+mw_status_t mw_trustm_cert_to_pem(const uint8_t *der, size_t len, char *pem, size_t cap);
+/*
+** The first PEM certificate in text (other text around it is skipped) -> DER.
+** MW_ERR_INVALID when there is none, MW_ERR_TOO_LARGE when it does not fit cap. *more
+** (may be NULL) says whether another certificate follows, also when the first is too large.
+*/
+mw_status_t mw_trustm_cert_from_pem(const char *text, size_t len, uint8_t *der, size_t cap, size_t *der_len,
+                                    bool *more);
 
 /* ---- TLS ---- */
 

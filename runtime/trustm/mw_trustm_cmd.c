@@ -28,37 +28,47 @@ mw_status_t mw__trustm_fail(mw_trustm_t *dev, mw_status_t st, const char *fmt, .
 }
 
 /*
-** Typical execution times of the commands that compute, before anything was measured:
-** a little under the datasheet's class for P-256 (~60 ms to sign; other curves take
-** longer, which the learned value then reflects). 0: short command, polled from the start.
+** Typical execution times before anything was measured, a little under the datasheet's
+** ([SRM] Command Performance, 400 kHz). Signatures: ~60 ms for P-256 (other curves take
+** longer, which the learned scale then reflects). Data objects by their length: 256 bytes
+** read in ~30 ms and written in ~55 ms, bus time included; less the ~7 ms the frames take
+** on the bus, that is ~1.4 ms + 80 us a byte to read and ~7.5 ms (NVM programming) +
+** 150 us a byte to write. A read whose length is not known yet (bytes 0) and the short
+** commands: 0, polled from the start.
 */
-static uint32_t default_expect_us(uint8_t cmd) {
+static uint32_t default_expect_us(uint8_t cmd, uint8_t param, size_t bytes) {
   switch (cmd & 0x7F) {
   case MW_TRUSTM_CMD_CALC_SIGN & 0x7F: return 55000;
   case MW_TRUSTM_CMD_VERIFY_SIGN & 0x7F: return 70000;
   case MW_TRUSTM_CMD_CALC_SSEC & 0x7F: return 55000;
   case MW_TRUSTM_CMD_GEN_KEYPAIR & 0x7F: return 50000;
+  case MW_TRUSTM_CMD_GET_DATA & 0x7F: return param == 0x00 && bytes ? 1400 + 80 * (uint32_t)bytes : 0;
+  case MW_TRUSTM_CMD_SET_DATA & 0x7F: return 7500 + 150 * (uint32_t)bytes;
   default: return 0;
   }
 }
 
+#define SCALE_ONE 65536u
+
 /*
-** What to expect for cmd: the learned time, else the default. The learned value follows a
+** What to expect: the default times what the chip showed so far. The scale follows a
 ** faster chip at once and a slower one by half the difference per command, so one
 ** command delayed by the security monitor does not make every later poll late; it is
-** capped at 4x the default (a P-521 signature takes ~2.5x a P-256 one).
+** capped at 4 (a P-521 signature takes ~2.5x a P-256 one). One scale per command code
+** serves every length: the chip's time is the model's shape, only faster or slower.
+** Rounded up, so the expectation after one command is what it took, not a microsecond less.
 */
-static uint32_t expect_for(const mw_trustm_t *dev, uint8_t cmd) {
-  uint32_t d = default_expect_us(cmd), v = dev->learned_us[cmd & 0x7F];
-  return d ? (v ? v : d) : 0;
+static uint32_t expect_for(const mw_trustm_t *dev, uint8_t cmd, uint32_t d) {
+  uint32_t v = dev->learned_scale[cmd & 0x7F];
+  return v ? (uint32_t)(((uint64_t)d * v + SCALE_ONE - 1) / SCALE_ONE) : d;
 }
 
-static void learn(mw_trustm_t *dev, uint8_t cmd, uint32_t took) {
-  uint32_t d = default_expect_us(cmd), *v = &dev->learned_us[cmd & 0x7F];
+static void learn(mw_trustm_t *dev, uint8_t cmd, uint32_t d, uint32_t took) {
+  uint32_t *v = &dev->learned_scale[cmd & 0x7F];
   if (!d || !took) return;
-  uint32_t cur = *v ? *v : d;
-  cur = took <= cur ? took : cur + (took - cur) / 2;
-  *v = cur > 4 * d ? 4 * d : cur;
+  uint64_t r = ((uint64_t)took * SCALE_ONE + d - 1) / d, cur = *v ? *v : SCALE_ONE;
+  cur = r <= cur ? r : cur + (r - cur) / 2;
+  *v = (uint32_t)(cur > 4 * SCALE_ONE ? 4 * SCALE_ONE : cur);
 }
 
 /* One APDU already in dev->apdu; a link failure resyncs and schedules a restart. */
@@ -118,6 +128,13 @@ mw_status_t mw__trustm_start(mw_trustm_t *dev) {
 
 mw_status_t mw__trustm_cmd(mw_trustm_t *dev, const char *what, uint8_t cmd, uint8_t param, const uint8_t *in,
                            size_t in_len, const uint8_t **out, size_t *out_len) {
+  /* A data write's length is in the command: OID(2) offset(2) data; metadata and count writes take the base time. */
+  bool data_write = cmd == MW_TRUSTM_CMD_SET_DATA && (param == 0x00 || param == 0x40) && in_len > 4;
+  return mw__trustm_cmd_sized(dev, what, cmd, param, in, in_len, data_write ? in_len - 4 : 0, out, out_len);
+}
+
+mw_status_t mw__trustm_cmd_sized(mw_trustm_t *dev, const char *what, uint8_t cmd, uint8_t param, const uint8_t *in,
+                                 size_t in_len, size_t bytes, const uint8_t **out, size_t *out_len) {
   mw__trustm_clear_error(dev);
   if (in_len > MW_TRUSTM_MAX_APDU_DATA)
     return mw__trustm_fail(dev, MW_ERR_TOO_LARGE, "%s: %zu bytes of command data, at most %d fit", what, in_len,
@@ -135,12 +152,18 @@ mw_status_t mw__trustm_cmd(mw_trustm_t *dev, const char *what, uint8_t cmd, uint
     dev->apdu[3] = (uint8_t)in_len;
     if (in_len) memmove(dev->apdu + 4, in, in_len);
     uint8_t sta;
-    dev->link.expect_us = expect_for(dev, cmd);
+    uint32_t d = default_expect_us(cmd, param, bytes);
+    dev->link.expect_us = expect_for(dev, cmd, d);
     dev->link.observed_us = 0;
     mw_status_t st = exchange(dev, what, 4 + in_len, &sta, out, out_len);
     dev->link.expect_us = 0;
     if (st != MW_OK) return st;
-    if (sta == 0x00) learn(dev, cmd, dev->link.observed_us);
+    /* A read is measured against what it really returned (an object may have changed size);
+       one polled from the start is not measured: its answer was seen too coarsely. */
+    if (sta == 0x00 && d) {
+      uint32_t model = cmd == MW_TRUSTM_CMD_GET_DATA ? default_expect_us(cmd, param, *out_len) : d;
+      learn(dev, cmd, model, dev->link.observed_us);
+    }
     if (sta == 0x00) return MW_OK;
     if (sta != 0xFF) return mw__trustm_fail(dev, MW_ERR_PROTOCOL, "%s: unknown response status 0x%02X", what, sta);
     uint8_t code = fetch_error(dev);

@@ -66,6 +66,17 @@ static mw_status_t send_control(mw_trustm_link_t *l, uint8_t fctr) {
   return mw__trustm_phys_write(l, MW_TRUSTM_REG_DATA, f, sizeof f);
 }
 
+/* ACK of the last frame we took, and NAK asking for the one we expect next. */
+static mw_status_t send_ack(mw_trustm_link_t *l) { return send_control(l, (uint8_t)(0x80 | l->rx)); }
+static mw_status_t send_nak(mw_trustm_link_t *l) { return send_control(l, (uint8_t)(0xA0 | ((l->rx + 1) & 3))); }
+
+/* The chip restarted the link (a RESYNC control frame): our counters start over too. */
+static mw_status_t chip_resynced(mw_trustm_link_t *l) {
+  mw__trustm_dl_reset(l);
+  snprintf(l->why, sizeof l->why, "chip resynchronised the link");
+  return MW_ERR_PROTOCOL;
+}
+
 void mw__trustm_dl_resync(mw_trustm_link_t *l) {
   l->stats->resyncs++;
   (void)send_control(l, MW_TRUSTM_FCTR_RESYNC); /* [LIB] does not wait for any reply either */
@@ -155,15 +166,11 @@ mw_status_t mw__trustm_dl_send(mw_trustm_link_t *l, const uint8_t *packet, size_
       mw_trustm_frame_err_t fe = mw__trustm_frame_parse(in, n, &f);
       if (fe != MW_TRUSTM_FRAME_OK) {
         MW_LOGD("trustm", "dl: received %s while waiting for ACK, NAK", mw__trustm_frame_err_name(fe));
-        if ((st = send_control(l, (uint8_t)(0xA0 | ((l->rx + 1) & 3)))) != MW_OK) return st;
+        if ((st = send_nak(l)) != MW_OK) return st;
         continue;
       }
       if (f.control) {
-        if (f.seq == MW_TRUSTM_SEQ_RESYNC) {
-          mw__trustm_dl_reset(l);
-          snprintf(l->why, sizeof l->why, "chip resynchronised the link");
-          return MW_ERR_PROTOCOL;
-        }
+        if (f.seq == MW_TRUSTM_SEQ_RESYNC) return chip_resynced(l);
         if (f.acknr != frnr) continue; /* stale */
         if (f.seq == MW_TRUSTM_SEQ_NAK) break;
         l->tx = frnr;
@@ -171,7 +178,7 @@ mw_status_t mw__trustm_dl_send(mw_trustm_link_t *l, const uint8_t *packet, size_
       }
       if (f.acknr != frnr) {
         /* An old data frame offered again: re-ACK what we already have. */
-        if (f.frnr == l->rx && (st = send_control(l, (uint8_t)(0x80 | l->rx))) != MW_OK) return st;
+        if (f.frnr == l->rx && (st = send_ack(l)) != MW_OK) return st;
         continue;
       }
       if (f.seq == MW_TRUSTM_SEQ_NAK) break;
@@ -181,7 +188,7 @@ mw_status_t mw__trustm_dl_send(mw_trustm_link_t *l, const uint8_t *packet, size_
         keep_early(l, &f);
         observed(l);
       }
-      return send_control(l, (uint8_t)(0x80 | l->rx));
+      return send_ack(l);
     }
   }
   snprintf(l->why, sizeof l->why, "no ACK for frame %u after %u transmissions", frnr, l->repeat + 1);
@@ -216,19 +223,15 @@ mw_status_t mw__trustm_dl_recv(mw_trustm_link_t *l, uint8_t *packet, size_t cap,
         snprintf(l->why, sizeof l->why, "too many damaged frames (%s)", mw__trustm_frame_err_name(fe));
         return MW_ERR_PROTOCOL;
       }
-      if ((st = send_control(l, (uint8_t)(0xA0 | ((l->rx + 1) & 3)))) != MW_OK) return st;
+      if ((st = send_nak(l)) != MW_OK) return st;
       continue;
     }
     if (f.control) {
-      if (f.seq == MW_TRUSTM_SEQ_RESYNC) {
-        mw__trustm_dl_reset(l);
-        snprintf(l->why, sizeof l->why, "chip resynchronised the link");
-        return MW_ERR_PROTOCOL;
-      }
+      if (f.seq == MW_TRUSTM_SEQ_RESYNC) return chip_resynced(l);
       continue; /* waiting for data: stale ACK/NAK are dropped, as [LIB] does */
     }
     if (f.frnr != ((l->rx + 1) & 3)) {
-      if ((st = send_control(l, (uint8_t)(0x80 | l->rx))) != MW_OK) return st; /* duplicate: re-ACK */
+      if ((st = send_ack(l)) != MW_OK) return st; /* duplicate: re-ACK */
       continue;
     }
     if (f.packet_len > cap) return MW_ERR_TOO_LARGE;
@@ -236,6 +239,6 @@ mw_status_t mw__trustm_dl_recv(mw_trustm_link_t *l, uint8_t *packet, size_t cap,
     l->rx = f.frnr;
     memcpy(packet, f.packet, f.packet_len);
     *len = f.packet_len;
-    return send_control(l, (uint8_t)(0x80 | l->rx));
+    return send_ack(l);
   }
 }

@@ -2,13 +2,15 @@
 ** Conversions between the chip's encodings and OpenSSL's ([SRM] "Data encoding format
 ** examples"): signatures are two DER INTEGERs without the SEQUENCE, public keys a bare
 ** BIT STRING of the uncompressed point, certificates maybe wrapped in a TLS identity
-** chain (tag C0). Pure functions; all of them are fuzzed.
+** chain (tag C0), and PEM for the CLI and Lua. Pure functions; all of them are fuzzed.
 */
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
@@ -268,24 +270,23 @@ done:
   return st;
 }
 
+/* What was written to a memory BIO, as a C string. */
+static mw_status_t bio_text(BIO *bio, char *out, size_t cap) {
+  char *data;
+  long n = BIO_get_mem_data(bio, &data);
+  if (n < 0 || (size_t)n >= cap) return MW_ERR_TOO_LARGE;
+  memcpy(out, data, (size_t)n);
+  out[n] = '\0';
+  return MW_OK;
+}
+
 mw_status_t mw_trustm_spki_to_pem(const uint8_t *spki, size_t len, char *pem, size_t cap) {
   const unsigned char *p = spki;
   if (!spki || !pem || len > 4096) return MW_ERR_INVALID;
   EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)len);
   if (!pk) return MW_ERR_INVALID;
   BIO *bio = BIO_new(BIO_s_mem());
-  mw_status_t st = MW_ERR_NOMEM;
-  if (bio && PEM_write_bio_PUBKEY(bio, pk)) {
-    char *data;
-    long n = BIO_get_mem_data(bio, &data);
-    if (n >= 0 && (size_t)n < cap) {
-      memcpy(pem, data, (size_t)n);
-      pem[n] = '\0';
-      st = MW_OK;
-    } else {
-      st = MW_ERR_TOO_LARGE;
-    }
-  }
+  mw_status_t st = bio && PEM_write_bio_PUBKEY(bio, pk) ? bio_text(bio, pem, cap) : MW_ERR_NOMEM;
   BIO_free(bio);
   EVP_PKEY_free(pk);
   return st;
@@ -320,4 +321,43 @@ mw_status_t mw_trustm_cert_extract(const uint8_t *obj, size_t len, const uint8_t
   for (size_t i = 0; i < len; i++)
     if (obj[i] != 0x00 && obj[i] != 0xFF) return MW_ERR_PROTOCOL;
   return MW_ERR_NOT_FOUND; /* erased */
+}
+
+mw_status_t mw_trustm_cert_to_pem(const uint8_t *der, size_t len, char *pem, size_t cap) {
+  const unsigned char *p = der;
+  if (!der || !pem || len > 0xFFFF) return MW_ERR_INVALID;
+  X509 *x = d2i_X509(NULL, &p, (long)len);
+  if (!x) {
+    ERR_clear_error();
+    return MW_ERR_INVALID;
+  }
+  BIO *bio = BIO_new(BIO_s_mem());
+  mw_status_t st = bio && PEM_write_bio_X509(bio, x) ? bio_text(bio, pem, cap) : MW_ERR_NOMEM;
+  BIO_free(bio);
+  X509_free(x);
+  return st;
+}
+
+mw_status_t mw_trustm_cert_from_pem(const char *text, size_t len, uint8_t *der, size_t cap, size_t *der_len,
+                                    bool *more) {
+  if (more) *more = false;
+  if (!text || !der || len > INT_MAX) return MW_ERR_INVALID;
+  BIO *b = BIO_new_mem_buf(text, (int)len);
+  X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  X509 *extra = x && more ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  BIO_free(b);
+  ERR_clear_error(); /* "no start line" of the look for a second one, or the reason there was no first */
+  if (more) *more = extra != NULL;
+  X509_free(extra);
+  if (!x) return b ? MW_ERR_INVALID : MW_ERR_NOMEM;
+  unsigned char *d = NULL;
+  int n = i2d_X509(x, &d);
+  X509_free(x);
+  mw_status_t st = n <= 0 ? MW_ERR_NOMEM : (size_t)n > cap ? MW_ERR_TOO_LARGE : MW_OK;
+  if (st == MW_OK) {
+    memcpy(der, d, (size_t)n);
+    *der_len = (size_t)n;
+  }
+  OPENSSL_free(d);
+  return st;
 }

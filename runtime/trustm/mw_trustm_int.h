@@ -180,7 +180,13 @@ struct mw_trustm {
   char last_error[192];
   uint8_t apdu[MW_TRUSTM_APDU_MAX + 8];
   uint8_t resp[MW_TRUSTM_APDU_MAX + 8];
-  uint32_t learned_us[128];      /* per command code: how long the chip took last time (smoothed) */
+  /* per command code: the chip's time over the default expectation, in 1/65536 (0: none yet) */
+  uint32_t learned_scale[128];
+  /* where data objects end, as far as reads and writes showed (a read's length before the answer) */
+  struct {
+    uint16_t oid, end;
+  } ends[16];
+  unsigned ends_next;
 };
 
 enum {
@@ -205,6 +211,12 @@ mw_status_t mw__trustm_start(mw_trustm_t *dev);
 */
 mw_status_t mw__trustm_cmd(mw_trustm_t *dev, const char *what, uint8_t cmd, uint8_t param, const uint8_t *in,
                            size_t in_len, const uint8_t **out, size_t *out_len);
+/*
+** The same for a GetDataObject that will answer with `bytes` bytes, as far as the caller
+** knows (0: it does not): the driver then waits the time those bytes take before it polls.
+*/
+mw_status_t mw__trustm_cmd_sized(mw_trustm_t *dev, const char *what, uint8_t cmd, uint8_t param, const uint8_t *in,
+                                 size_t in_len, size_t bytes, const uint8_t **out, size_t *out_len);
 mw_status_t mw__trustm_fail(mw_trustm_t *dev, mw_status_t st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void mw__trustm_clear_error(mw_trustm_t *dev);

@@ -1,10 +1,12 @@
 /*
 ** Object metadata ([SRM] Tables 44-57): the "20 LL {tag len value}*" TLV to and from a
 ** struct, and access-condition expressions to and from text, so the CLI and Lua can
-** show and take "LcsO<op" instead of "E1 FC 07".
+** show and take "LcsO<op" instead of "E1 FC 07"; the names of fields, life-cycle states,
+** object types and key usages both of them use.
 */
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +14,31 @@
 
 #include "mw_trustm_int.h"
 
+/* The access-condition fields: tag, present bit, the name the CLI and Lua use, place in the struct. */
+static const struct {
+  uint8_t tag;
+  unsigned bit;
+  const char *name;
+  size_t off;
+} acs[] = {
+    {0xD0, MW_TRUSTM_MD_CHANGE, "change", offsetof(mw_trustm_metadata_t, change)},
+    {0xD1, MW_TRUSTM_MD_READ, "read", offsetof(mw_trustm_metadata_t, read)},
+    {0xD3, MW_TRUSTM_MD_EXECUTE, "execute", offsetof(mw_trustm_metadata_t, execute)},
+    {0xD8, MW_TRUSTM_MD_META_UPDATE, "meta_update", offsetof(mw_trustm_metadata_t, meta_update)},
+};
+#define NACS (sizeof acs / sizeof acs[0])
+
+const char *mw_trustm_metadata_ac(mw_trustm_metadata_t *md, unsigned i, unsigned *bit, mw_trustm_ac_t **ac) {
+  if (i >= NACS) return NULL;
+  *bit = acs[i].bit;
+  *ac = (mw_trustm_ac_t *)((char *)md + acs[i].off);
+  return acs[i].name;
+}
+
 static mw_trustm_ac_t *ac_field(mw_trustm_metadata_t *md, uint8_t tag, unsigned *bit) {
-  switch (tag) {
-  case 0xD0: *bit = MW_TRUSTM_MD_CHANGE; return &md->change;
-  case 0xD1: *bit = MW_TRUSTM_MD_READ; return &md->read;
-  case 0xD3: *bit = MW_TRUSTM_MD_EXECUTE; return &md->execute;
-  case 0xD8: *bit = MW_TRUSTM_MD_META_UPDATE; return &md->meta_update;
-  }
+  mw_trustm_ac_t *ac;
+  for (unsigned i = 0; i < NACS; i++)
+    if (acs[i].tag == tag) return mw_trustm_metadata_ac(md, i, bit, &ac) ? ac : NULL;
   return NULL;
 }
 
@@ -91,16 +111,11 @@ mw_status_t mw_trustm_metadata_encode(const mw_trustm_metadata_t *md, uint8_t *o
   }
   if (p & MW_TRUSTM_MD_MAX_SIZE) put_size(b, &o, 0xC4, md->max_size);
   if (p & MW_TRUSTM_MD_USED_SIZE) put_size(b, &o, 0xC5, md->used_size);
-  const struct { unsigned bit; uint8_t tag; const mw_trustm_ac_t *ac; } acs[] = {
-      {MW_TRUSTM_MD_CHANGE, 0xD0, &md->change},
-      {MW_TRUSTM_MD_READ, 0xD1, &md->read},
-      {MW_TRUSTM_MD_EXECUTE, 0xD3, &md->execute},
-      {MW_TRUSTM_MD_META_UPDATE, 0xD8, &md->meta_update},
-  };
-  for (size_t i = 0; i < 4; i++) {
+  for (size_t i = 0; i < NACS; i++) {
     if (!(p & acs[i].bit)) continue;
-    if (acs[i].ac->len == 0 || acs[i].ac->len > MW_TRUSTM_AC_MAX) return MW_ERR_INVALID;
-    put_tag(b, &o, acs[i].tag, acs[i].ac->bytes, acs[i].ac->len);
+    const mw_trustm_ac_t *ac = (const mw_trustm_ac_t *)((const char *)md + acs[i].off);
+    if (ac->len == 0 || ac->len > MW_TRUSTM_AC_MAX) return MW_ERR_INVALID;
+    put_tag(b, &o, acs[i].tag, ac->bytes, ac->len);
   }
   if (p & MW_TRUSTM_MD_ALGORITHM) put_tag(b, &o, 0xE0, &md->algorithm, 1);
   if (p & MW_TRUSTM_MD_KEY_USAGE) put_tag(b, &o, 0xE1, &md->key_usage, 1);
@@ -117,15 +132,26 @@ mw_status_t mw_trustm_metadata_encode(const mw_trustm_metadata_t *md, uint8_t *o
 
 /* ---- names ---- */
 
-const char *mw_trustm_lcs_name(uint8_t lcs, char buf[8]) {
-  switch (lcs) {
-  case 0x01: return "creation";
-  case 0x03: return "initialization";
-  case 0x07: return "operational";
-  case 0x0F: return "termination";
-  }
+static const struct {
+  uint8_t v;
+  const char *name, *abbr;
+} lcs_names[] = {{0x01, "creation", "cr"}, {0x03, "initialization", "in"}, {0x07, "operational", "op"},
+                 {0x0F, "termination", "te"}};
+#define NLCS (sizeof lcs_names / sizeof lcs_names[0])
+
+static const char *lcs_text(uint8_t lcs, bool abbr, char buf[8]) {
+  for (size_t i = 0; i < NLCS; i++)
+    if (lcs_names[i].v == lcs) return abbr ? lcs_names[i].abbr : lcs_names[i].name;
   snprintf(buf, 8, "0x%02X", lcs);
   return buf;
+}
+
+const char *mw_trustm_lcs_name(uint8_t lcs, char buf[8]) { return lcs_text(lcs, false, buf); }
+
+uint8_t mw_trustm_lcs_parse(const char *name) {
+  for (size_t i = 0; name && i < NLCS; i++)
+    if (!strcmp(name, lcs_names[i].name) || !strcmp(name, lcs_names[i].abbr)) return lcs_names[i].v;
+  return 0;
 }
 
 const char *mw_trustm_type_name(uint8_t type) {
@@ -142,18 +168,33 @@ const char *mw_trustm_type_name(uint8_t type) {
   return NULL;
 }
 
-/* ---- access conditions as text ---- */
-
-static const char *lcs_short(uint8_t v, char buf[8]) {
-  switch (v) {
-  case 0x01: return "cr";
-  case 0x03: return "in";
-  case 0x07: return "op";
-  case 0x0F: return "te";
-  }
-  snprintf(buf, 8, "0x%02X", v);
-  return buf;
+int mw_trustm_type_parse(const char *name) {
+  for (int i = 0; name && i < 256; i++)
+    if (mw_trustm_type_name((uint8_t)i) && !strcmp(mw_trustm_type_name((uint8_t)i), name)) return i;
+  return -1;
 }
+
+static const struct {
+  uint8_t bit;
+  const char *name;
+} usages[] = {{MW_TRUSTM_USAGE_AUTH, "auth"},
+              {MW_TRUSTM_USAGE_ENC, "enc"},
+              {MW_TRUSTM_USAGE_SIGN, "sign"},
+              {MW_TRUSTM_USAGE_KEYAGREE, "keyagree"}};
+
+uint8_t mw_trustm_usage_parse(const char *name, size_t len) {
+  for (size_t i = 0; name && i < sizeof usages / sizeof usages[0]; i++)
+    if (strlen(usages[i].name) == len && !strncmp(name, usages[i].name, len)) return usages[i].bit;
+  return 0;
+}
+
+const char *mw_trustm_usage_name(uint8_t bit) {
+  for (size_t i = 0; i < sizeof usages / sizeof usages[0]; i++)
+    if (usages[i].bit == bit) return usages[i].name;
+  return NULL;
+}
+
+/* ---- access conditions as text ---- */
 
 static const char *op_text(uint8_t op) {
   switch (op) {
@@ -204,7 +245,7 @@ mw_status_t mw_trustm_ac_format(const mw_trustm_ac_t *ac, char *out, size_t cap)
       case 0xE1: name = "LcsO";
       lcs:
         if (i + 3 > n || !op_text(b[i + 1])) return MW_ERR_PROTOCOL;
-        snprintf(tmp, sizeof tmp, "%s%s%s", name, op_text(b[i + 1]), lcs_short(b[i + 2], lb));
+        snprintf(tmp, sizeof tmp, "%s%s%s", name, op_text(b[i + 1]), lcs_text(b[i + 2], true, lb));
         i += 3;
         break;
       default: return MW_ERR_PROTOCOL;
@@ -230,14 +271,12 @@ static bool parse_num(const char **s, unsigned long max, unsigned long *v) {
 }
 
 static bool parse_lcs(const char **s, uint8_t *v) {
-  static const struct { const char *n; uint8_t v; } names[] = {
-      {"creation", 1}, {"initialization", 3}, {"operational", 7}, {"termination", 15},
-      {"cr", 1}, {"in", 3}, {"op", 7}, {"te", 15}};
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    size_t l = strlen(names[i].n);
-    if (strncasecmp(*s, names[i].n, l) == 0 && !isalnum((unsigned char)(*s)[l])) {
+  for (size_t i = 0; i < 2 * NLCS; i++) {
+    const char *n = i < NLCS ? lcs_names[i].name : lcs_names[i - NLCS].abbr;
+    size_t l = strlen(n);
+    if (strncasecmp(*s, n, l) == 0 && !isalnum((unsigned char)(*s)[l])) {
       *s += l;
-      *v = names[i].v;
+      *v = lcs_names[i % NLCS].v;
       return true;
     }
   }

@@ -11,6 +11,9 @@ What is here:
   Moonwire                     runs `moonwire run APP.lua --config CFG.lua` as a subprocess with a
                                generated configuration; output captured to files; wait_for_output
   lua_literal()                Python value -> Lua source (for configuration files)
+  ShadowService                `moonwire shadow-service` as a subprocess on a Broker (SQLite db)
+  TcpProxy                     a loopback TCP relay that can cut and refuse connections, to take
+                               one client offline while the broker keeps running
   repl_env(), attach(), spawn_prompt(), sanitizer_report()
                                the REPL: a private socket directory, `moonwire attach` piped or
                                in a pseudo-terminal (pexpect), sanitizer reports in its output
@@ -906,6 +909,155 @@ def run_moonwire(*args, timeout=10.0, env=None, binary=None):
     return subprocess.run([str(b), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, **(env or {})),
                           stdin=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------------------------ shadow service
+
+class ShadowService:
+    """`moonwire shadow-service` on broker, as identity "shadow-service", database db.
+
+    ShadowService(broker, pki, workdir, db): starts and waits until it is connected.
+    stop() -> exit code (SIGTERM); stderr() -> its log. Raises AssertionError if it exits early.
+    """
+
+    def __init__(self, broker, pki, workdir, db, binary=None):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = default_config(broker, pki, "shadow-service")
+        cfg["limits"] = {"max_inflight": 1000}
+        self.config = self.dir / "config.lua"
+        self.config.write_text("return " + lua_literal(cfg) + "\n")
+        self.db = db
+        self.err = open(self.dir / "stderr.txt", "ab")
+        self.proc = subprocess.Popen([str(Path(binary) if binary else moonwire_bin()), "shadow-service",
+                                      "--config", str(self.config), "--db", str(db)],
+                                     stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
+        _register(self.proc)
+        wait_until(lambda: "connected to" in self.stderr() or self.proc.poll() is not None,
+                   timeout=10, message="shadow-service connected")
+        assert self.proc.poll() is None, self.stderr()
+
+    def stderr(self):
+        return (self.dir / "stderr.txt").read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        _unregister(self.proc)
+        if not self.err.closed:
+            self.err.close()
+        return self.proc.returncode
+
+
+# ------------------------------------------------------------------------------------ TCP proxy
+
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 in front of a broker: clients connect to proxy.port and their bytes
+    are copied both ways (TLS passes through untouched). cut() closes every relayed connection
+    (both ends see it drop); block() refuses new connections (accepted, then closed at once)
+    until unblock(). With it a test takes one client offline while the broker and every other
+    client keep running.
+
+    TcpProxy(upstream_port) starts at once; close() (or the context manager) stops it.
+    """
+
+    def __init__(self, upstream_port, host=HOST):
+        self.upstream = (host, upstream_port)
+        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind((host, 0))
+        self._srv.listen(16)
+        self.port = self._srv.getsockname()[1]
+        self._lock = threading.Lock()
+        self._conns = []          # (client socket, upstream socket)
+        self._blocked = False
+        self._closed = False
+        self.accepted = 0         # connections relayed so far
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self):
+        while True:
+            try:
+                c, _ = self._srv.accept()
+            except OSError:
+                return
+            with self._lock:
+                refuse = self._blocked or self._closed
+            if refuse:
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            for s in (c, u):
+                s.settimeout(None)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns.append((c, u))
+                self.accepted += 1
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Close every relayed connection now."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for pair in conns:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        return len(conns)
+
+    def block(self):
+        """Refuse new connections (and cut the current ones)."""
+        with self._lock:
+            self._blocked = True
+        return self.cut()
+
+    def unblock(self):
+        with self._lock:
+            self._blocked = False
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+        try:
+            self._srv.close()
+        except OSError:
+            pass
+        self.cut()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # ------------------------------------------------------------------------------------ REPL

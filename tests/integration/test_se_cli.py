@@ -37,6 +37,29 @@ def test_keygen_and_csr_verify_with_openssl(tmp_path):
     assert openssl("req", "-verify", "-noout", input=r.stdout).returncode == 0
 
 
+def test_mkpki_signs_the_chip_request(tmp_path):
+    """certs/mkpki --csr: a development certificate for a key that exists only in the chip."""
+    state = tmp_path / "chip.state"
+    pub = se(state, "keygen", "0xE0F1")
+    assert pub.returncode == 0, pub.stderr
+    csr = tmp_path / "car-09.csr"
+    csr.write_text(se(state, "csr", "0xE0F1", "--cn", "car-09").stdout)
+    pki = tmp_path / "pki"
+    mkpki = [str(mwtest.REPO / "certs" / "mkpki"), "-q", "--out", str(pki)]
+    r = subprocess.run(mkpki + ["--csr", f"car-09={csr}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    crt = pki / "car-09.crt"
+    assert not (pki / "car-09.key").exists()
+    assert openssl("x509", "-in", crt, "-noout", "-pubkey").stdout == pub.stdout
+    v = openssl("verify", "-CAfile", pki / "root-ca.crt", "-untrusted", pki / "intermediate-ca.crt",
+                "-purpose", "sslclient", crt)
+    assert v.returncode == 0, v.stdout + v.stderr
+    # A request whose CN is not the name asked for is refused, and nothing is written.
+    r = subprocess.run(mkpki + ["--csr", f"car-10={csr}"], capture_output=True, text=True)
+    assert r.returncode == 1 and "CN is 'car-09', not 'car-10'" in r.stderr
+    assert not (pki / "car-10.crt").exists()
+
+
 def test_certificates(tmp_path):
     state = tmp_path / "chip.state"
     factory = se(state, "cert", "read", "0xE0E0")

@@ -1,7 +1,7 @@
 """moonwire shadow-service end to end: paho as the device, over the real broker and policies."""
 
 import json
-import subprocess
+import time
 
 import pytest
 
@@ -10,40 +10,12 @@ import mwtest
 T = "$aws/things/car-01/shadow"
 
 
-class ShadowService:
-    def __init__(self, broker, pki, workdir, db):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        cfg = mwtest.default_config(broker, pki, "shadow-service")
-        cfg["limits"] = {"max_inflight": 1000}
-        self.config = self.dir / "config.lua"
-        self.config.write_text("return " + mwtest.lua_literal(cfg) + "\n")
-        self.db = db
-        self.err = open(self.dir / "stderr.txt", "ab")
-        self.proc = subprocess.Popen([str(mwtest.moonwire_bin()), "shadow-service", "--config", str(self.config),
-                                      "--db", str(db)], stdin=subprocess.DEVNULL, stdout=self.err,
-                                     stderr=self.err)
-        mwtest.wait_until(lambda: "connected to" in self.stderr() or self.proc.poll() is not None,
-                          timeout=10, message="shadow-service connected")
-        assert self.proc.poll() is None, self.stderr()
-
-    def stderr(self):
-        return (self.dir / "stderr.txt").read_text(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.err.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def service(broker, pki, tmp_path):
     started = []
 
     def start():
-        s = ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
+        s = mwtest.ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
         started.append(s)
         return s
 
@@ -56,10 +28,22 @@ def service(broker, pki, tmp_path):
 
 
 def request(dev, op, body, base=T, timeout=5):
-    """Publishes a request and returns (suffix, payload dict) of the first answer."""
+    """Publishes a request and returns (suffix, payload dict) of its answer.
+
+    Only /accepted and /rejected answer a request: a late /update/documents or /update/delta
+    of the previous update must not be taken for it."""
     dev.clear()
     dev.publish(f"{base}/{op}", json.dumps(body), qos=1)
-    m = dev.wait_message(f"{base}/{op}/+", timeout=timeout)
+
+    def answers():
+        return [m for m in dev.received(f"{base}/{op}/+") if m.topic.rsplit("/", 1)[1] in ("accepted", "rejected")]
+
+    end = time.monotonic() + timeout
+    while not answers():
+        if time.monotonic() > end:
+            raise TimeoutError(f"no answer to {base}/{op} within {timeout}s; got {dev.received()!r}")
+        time.sleep(0.01)
+    m = answers()[0]
     return m.topic.rsplit("/", 1)[1], json.loads(m.payload)
 
 

@@ -13,16 +13,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "mw_csr.h"
 #include "mw_keyref.h"
 #include "mw_log.h"
 #include "mw_p11_int.h"
+#include "tls_test_util.h"
 
 #define PIN "4321"
 static char dir[64], conf[128];
@@ -94,6 +91,10 @@ static void uri_redact_and_format(void) {
   CHECK_STR(out, "certs/pin-value=1.key");
   mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 12); /* truncated, never a PIN */
   CHECK(!strstr(out, "1234"));
+  mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 26); /* no room for the whole mask: none of it */
+  CHECK_STR(out, "pkcs11:token=t;");
+  mw_p11_uri_redact("pkcs11:token=t;pin-value=1234", out, 29);
+  CHECK_STR(out, "pkcs11:token=t;pin-value=***");
   const uint8_t id[] = {0x00, 0xAB};
   mw_p11_uri_format("my token", "a/b", id, 2, MW_P11_TYPE_PRIVATE, out, sizeof out);
   CHECK_STR(out, "pkcs11:token=my%20token;object=a%2Fb;id=%00%AB;type=private");
@@ -168,98 +169,14 @@ static mw_p11_t *open_rw(const char *object) {
   return t;
 }
 
-static EVP_PKEY *ca_key;
-static X509 *ca_cert;
-
-static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *signer, X509 *issuer, bool ca) {
-  X509 *x = X509_new();
-  static long serial = 1;
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-  X509_set_version(x, 2);
-  X509_gmtime_adj(X509_getm_notBefore(x), -60);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : X509_get_subject_name(x));
-  X509_set_pubkey(x, pub);
-  X509V3_CTX v3;
-  X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
-  X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-  X509_add_ext(x, e, -1);
-  X509_EXTENSION_free(e);
-  X509_sign(x, signer, EVP_sha256());
-  return x;
-}
-
-static SSL_CTX *server_ctx(void) {
-  if (!ca_key) {
-    ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    ca_cert = make_cert(ca_key, "Moonwire test CA", ca_key, NULL, true);
-  }
-  EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-  X509 *c = make_cert(k, "localhost", ca_key, ca_cert, false);
-  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-  CHECK(SSL_CTX_use_certificate(ctx, c) == 1);
-  CHECK(SSL_CTX_use_PrivateKey(ctx, k) == 1);
-  X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca_cert);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-  X509_free(c);
-  EVP_PKEY_free(k);
-  return ctx;
-}
-
 /* Client context with a certificate for cert_pub and the token key of t. */
 static SSL_CTX *client_ctx(mw_p11_t *t, EVP_PKEY *cert_pub) {
-  X509 *c = make_cert(cert_pub, "device-1", ca_key, ca_cert, false);
-  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-  X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca_cert);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-  CHECK(SSL_CTX_use_certificate(ctx, c) == 1);
   EVP_PKEY *pk = NULL;
   char err[256];
-  CHECK_INT(mw_p11_pkey(t, X509_get0_pubkey(c), &pk, err, sizeof err), MW_OK);
-  if (pk) {
-    unsigned char *der = NULL;
-    CHECK(i2d_PrivateKey(pk, &der) <= 0); /* there is no private key on the host */
-    OPENSSL_free(der);
-    ERR_clear_error();
-    CHECK(SSL_CTX_use_PrivateKey(ctx, pk) == 1);
-  }
+  CHECK_INT(mw_p11_pkey(t, cert_pub, &pk, err, sizeof err), MW_OK);
+  SSL_CTX *ctx = ttu_client_ctx(cert_pub, pk);
   EVP_PKEY_free(pk);
-  X509_free(c);
   return ctx;
-}
-
-static bool handshake(SSL_CTX *cctx, SSL_CTX *sctx, int version, const char *sigalgs) {
-  SSL *cl = SSL_new(cctx), *sv = SSL_new(sctx);
-  BIO *bc, *bs;
-  BIO_new_bio_pair(&bc, 0, &bs, 0);
-  SSL_set_bio(cl, bc, bc);
-  SSL_set_bio(sv, bs, bs);
-  if (version) {
-    SSL_set_max_proto_version(cl, version);
-    SSL_set_min_proto_version(cl, version);
-  }
-  if (sigalgs) CHECK(SSL_set1_client_sigalgs_list(sv, sigalgs) == 1);
-  SSL_set_connect_state(cl);
-  SSL_set_accept_state(sv);
-  int rc = 0, rs = 0;
-  for (int i = 0; i < 50 && (rc != 1 || rs != 1); i++) {
-    if (rc != 1) rc = SSL_do_handshake(cl);
-    if (rs != 1) rs = SSL_do_handshake(sv);
-    if (rc <= 0 && SSL_get_error(cl, rc) != SSL_ERROR_WANT_READ) break;
-    if (rs <= 0 && SSL_get_error(sv, rs) != SSL_ERROR_WANT_READ) break;
-  }
-  bool ok = rc == 1 && rs == 1;
-  if (ok) {
-    char buf[8] = {0};
-    CHECK_INT(SSL_write(cl, "ping", 4), 4);
-    CHECK_INT(SSL_read(sv, buf, sizeof buf), 4);
-    CHECK_STR(buf, "ping");
-  }
-  ERR_clear_error();
-  SSL_free(cl);
-  SSL_free(sv);
-  return ok;
 }
 
 static void ec_key_in_token(void) {
@@ -287,9 +204,9 @@ static void ec_key_in_token(void) {
   CHECK(back && EVP_PKEY_eq(back, pub) == 1);
   EVP_PKEY_free(back);
 
-  SSL_CTX *sctx = server_ctx(), *cctx = client_ctx(t, pub);
-  CHECK(handshake(cctx, sctx, TLS1_3_VERSION, NULL));
-  CHECK(handshake(cctx, sctx, TLS1_2_VERSION, NULL));
+  SSL_CTX *sctx = ttu_server_ctx(), *cctx = client_ctx(t, pub);
+  CHECK(ttu_handshake(cctx, sctx, TLS1_3_VERSION, NULL));
+  CHECK(ttu_handshake(cctx, sctx, TLS1_2_VERSION, NULL));
   mw_p11_stats_t s;
   mw_p11_stats(t, &s);
   CHECK_INT(s.signs, 2); /* one C_Sign per handshake */
@@ -305,12 +222,12 @@ static void ec_key_in_token(void) {
   EVP_PKEY_free(key);
   /* the token lost our session (as when it is unplugged and back): one reopen, then it works */
   t->f->C_CloseSession(t->session);
-  CHECK(handshake(cctx, sctx, TLS1_3_VERSION, NULL));
+  CHECK(ttu_handshake(cctx, sctx, TLS1_3_VERSION, NULL));
   mw_p11_stats(t, &s);
   CHECK_INT(s.relogins, 1);
   /* the session outlives the handle while the SSL_CTX holds the key */
   mw_p11_close(t);
-  CHECK(handshake(cctx, sctx, 0, NULL));
+  CHECK(ttu_handshake(cctx, sctx, 0, NULL));
   SSL_CTX_free(cctx);
   SSL_CTX_free(sctx);
   EVP_PKEY_free(pub);
@@ -325,12 +242,12 @@ static void p384_and_wrong_key(void) {
   mw_p11_keygen_t g = {.curve = "P-384"};
   CHECK_INT(mw_p11_keygen(t, &g, &pub, NULL, err, sizeof err), MW_OK);
   CHECK_INT(mw_p11_keygen(t2, &g, &pub2, NULL, err, sizeof err), MW_OK);
-  SSL_CTX *sctx = server_ctx(), *cctx = client_ctx(t, pub);
-  CHECK(handshake(cctx, sctx, TLS1_3_VERSION, NULL));
+  SSL_CTX *sctx = ttu_server_ctx(), *cctx = client_ctx(t, pub);
+  CHECK(ttu_handshake(cctx, sctx, TLS1_3_VERSION, NULL));
   SSL_CTX_free(cctx);
   /* a certificate for one key, signatures from another: the server refuses */
   cctx = client_ctx(t2, pub);
-  CHECK(!handshake(cctx, sctx, TLS1_3_VERSION, NULL));
+  CHECK(!ttu_handshake(cctx, sctx, TLS1_3_VERSION, NULL));
   SSL_CTX_free(cctx);
   SSL_CTX_free(sctx);
   EVP_PKEY_free(pub);
@@ -351,10 +268,10 @@ static void rsa_key_in_token(void) {
   CHECK_INT(ki.type, MW_P11_KEY_RSA);
   CHECK_INT(ki.bits, 2048);
   CHECK(ki.sensitive && !ki.extractable && !ki.value_readable);
-  SSL_CTX *sctx = server_ctx(), *cctx = client_ctx(t, pub);
-  CHECK(handshake(cctx, sctx, TLS1_3_VERSION, NULL));                      /* PSS: CKM_RSA_X_509 */
-  CHECK(handshake(cctx, sctx, TLS1_2_VERSION, "RSA+SHA256"));              /* PKCS#1 v1.5: CKM_RSA_PKCS */
-  CHECK(handshake(cctx, sctx, TLS1_2_VERSION, "rsa_pss_rsae_sha256"));     /* PSS in TLS 1.2 */
+  SSL_CTX *sctx = ttu_server_ctx(), *cctx = client_ctx(t, pub);
+  CHECK(ttu_handshake(cctx, sctx, TLS1_3_VERSION, NULL));                  /* PSS: CKM_RSA_X_509 */
+  CHECK(ttu_handshake(cctx, sctx, TLS1_2_VERSION, "RSA+SHA256"));          /* PKCS#1 v1.5: CKM_RSA_PKCS */
+  CHECK(ttu_handshake(cctx, sctx, TLS1_2_VERSION, "rsa_pss_rsae_sha256")); /* PSS in TLS 1.2 */
   mw_p11_stats_t s;
   mw_p11_stats(t, &s);
   CHECK_INT(s.signs, 3);
@@ -401,8 +318,7 @@ static void errors(void) {
 }
 
 static void teardown(void) {
-  EVP_PKEY_free(ca_key);
-  X509_free(ca_cert);
+  ttu_teardown();
   if (*dir) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

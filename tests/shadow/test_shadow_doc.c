@@ -693,6 +693,38 @@ static void test_serialize_and_apply_accepted(void) {
   fx_free(&f);
 }
 
+/* The device side: one parse per message, applied or taken as a tree; merge keeps member order. */
+static void test_device_trees(void) {
+  mw_status_t st;
+  CHECK(mw_shadow_json_parse("[1]", 3, &st) == NULL && st == MW_ERR_INVALID);
+  CHECK(mw_shadow_json_parse("{\"a\":1,}", 8, &st) == NULL && st == MW_ERR_INVALID); /* strict */
+  const char *get = "{\"state\":{\"desired\":{\"a\":1,\"b\":2,\"c\":3},\"reported\":{\"a\":1},"
+                    "\"delta\":{\"b\":2,\"c\":3}},\"metadata\":{},\"version\":4,\"timestamp\":1e300}";
+  cJSON *root = mw_shadow_json_parse(get, strlen(get), &st);
+  CHECK(root && st == MW_OK);
+  mw_shadow_doc_t dev;
+  CHECK_INT(mw_shadow_doc_take(root, &dev), MW_OK);
+  cJSON_Delete(root);
+  CHECK_INT(dev.version, 4);
+  CHECK_INT(dev.timestamp, 0); /* out of range: not undefined behaviour, just unknown */
+  /* A whole-section update in another key order; members keep the document's order. */
+  const char *acc = "{\"state\":{\"desired\":{\"c\":30,\"a\":10,\"d\":40,\"b\":null}},"
+                    "\"metadata\":{},\"version\":5,\"timestamp\":-3}";
+  root = mw_shadow_json_parse(acc, strlen(acc), &st);
+  CHECK_INT(mw_shadow_doc_apply_accepted_tree(&dev, root), MW_OK);
+  CHECK_INT(mw_shadow_doc_apply_accepted_tree(&dev, root), MW_ERR_STATE); /* same version again */
+  cJSON_Delete(root);
+  char *d = mw_shadow_json_print(dev.desired, NULL);
+  CHECK_STR(d, "{\"a\":10,\"c\":30,\"d\":40}");
+  free(d);
+  char *m = mw_shadow_json_print(dev.meta_desired, NULL);
+  /* the GET had no metadata: it is built in the update's order */
+  CHECK_STR(m, "{\"c\":{\"timestamp\":0},\"a\":{\"timestamp\":0},\"d\":{\"timestamp\":0}}");
+  free(m);
+  CHECK_INT(dev.version, 5);
+  mw_shadow_doc_free(&dev);
+}
+
 /* Equality used by the delta: numbers by value, objects order-insensitive, arrays ordered. */
 static void test_json_equal(void) {
   static const char *const same[][2] = {
@@ -772,6 +804,7 @@ int main(int argc, char **argv) {
     MW_TEST(test_output_options),
     MW_TEST(test_delete_and_recreate),
     MW_TEST(test_serialize_and_apply_accepted),
+    MW_TEST(test_device_trees),
     MW_TEST(test_json_equal),
     MW_TEST(test_number_printing),
   };

@@ -1,7 +1,8 @@
 /*
 ** libFuzzer: the host's parsers of chip data: response APDU header, TLV lists, metadata
 ** (decode, encode, decode again must agree), access-condition text both ways, chip
-** signatures and public keys to and from DER, and certificate objects (tag C0 chains).
+** signatures and public keys to and from DER, certificate objects (tag C0 chains), and
+** PEM certificates both ways.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,5 +63,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   const uint8_t *der;
   (void)mw_trustm_cert_extract(data, size, &der, &n);
+
+  /* PEM text -> DER -> PEM -> DER must come back the same */
+  static uint8_t cert[8192], cert2[8192];
+  static char pem[16384];
+  bool more;
+  if (mw_trustm_cert_from_pem((const char *)data, size, cert, sizeof cert, &n, &more) == MW_OK) {
+    if (mw_trustm_cert_to_pem(cert, n, pem, sizeof pem) != MW_OK ||
+        mw_trustm_cert_from_pem(pem, strlen(pem), cert2, sizeof cert2, &n2, NULL) != MW_OK || n2 != n ||
+        memcmp(cert, cert2, n) != 0)
+      abort();
+  }
+  (void)mw_trustm_cert_to_pem(data, size, pem, sizeof pem);
   return 0;
 }

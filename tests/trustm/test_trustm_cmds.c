@@ -593,6 +593,53 @@ static void sign_cost(void) {
   }
 }
 
+/*
+** Data objects by their length: the driver waits a read's or write's time (it knows a read's
+** length from what it read or wrote before) instead of polling from the start. Deterministic
+** on the virtual clock; and a length it remembers wrongly, or forgot, only costs polls.
+*/
+static void data_object_cost(void) {
+  OPEN();
+  uint8_t buf[256], out[300]; /* larger than the object: no probe for more */
+  size_t n;
+  memset(buf, 0x33, sizeof buf);
+  mw_trustm_stats_t st;
+  CHECK_INT(mw_trustm_write(p.dev, 0xF1E0, 0, buf, sizeof buf, true), MW_OK);
+  mw_trustm_stats_reset(p.dev);
+  CHECK_INT(mw_trustm_write(p.dev, 0xF1E0, 0, buf, sizeof buf, true), MW_OK);
+  mw_trustm_stats(p.dev, &st);
+  printf("  SetDataObject 256 B: %lu transactions, %lu polls\n", st.transactions, st.polls);
+  CHECK(st.transactions <= 20); /* polled from the start: 36 */
+  mw_trustm_stats_reset(p.dev);
+  CHECK_INT(mw_trustm_read(p.dev, 0xF1E0, 0, MW_TRUSTM_READ_ALL, out, sizeof out, &n), MW_OK);
+  mw_trustm_stats(p.dev, &st);
+  printf("  GetDataObject 256 B: %lu transactions, %lu polls\n", st.transactions, st.polls);
+  CHECK_INT(n, 256);
+  CHECK(st.transactions <= 20); /* polled from the start: 26 */
+  /* shrunk behind the remembered length: the answer is shorter than expected, and right */
+  CHECK_INT(mw_trustm_write(p.dev, 0xF1E0, 0, (const uint8_t *)"0123456789", 10, true), MW_OK);
+  CHECK_INT(mw_trustm_read(p.dev, 0xF1E0, 0, MW_TRUSTM_READ_ALL, out, sizeof out, &n), MW_OK);
+  CHECK_INT(n, 10);
+  CHECK_MEM(out, "0123456789", 10);
+  /* more objects than the driver remembers: each still reads back whole */
+  static const uint16_t oids[] = {0xF1D0, 0xF1D1, 0xF1D2, 0xF1D3, 0xF1D4, 0xF1D5, 0xF1D6, 0xF1D7, 0xF1D8,
+                                  0xF1D9, 0xF1DA, 0xF1DB, 0xF1E0, 0xF1E1, 0xE0E1, 0xE0E2, 0xE0E3};
+  size_t no = sizeof oids / sizeof oids[0];
+  for (size_t i = 0; i < no; i++) {
+    memset(buf, (int)i, sizeof buf);
+    CHECK_INT(mw_trustm_write(p.dev, oids[i], 0, buf, 20 + i, true), MW_OK);
+  }
+  for (size_t k = 0; k < 2 * no; k++) {
+    size_t i = (k * 7) % no;
+    CHECK_INT(mw_trustm_read(p.dev, oids[i], 0, MW_TRUSTM_READ_ALL, out, sizeof out, &n), MW_OK);
+    CHECK_INT(n, 20 + i);
+    CHECK_INT(out[n - 1], i);
+    CHECK_INT(mw_trustm_read(p.dev, oids[i], 5, 10, out, sizeof out, &n), MW_OK);
+    CHECK_INT(n, 10);
+  }
+  tu_close(&p);
+}
+
 static const mw_test_case_t cases[] = {
     MW_TEST(info_and_uid),    MW_TEST(random_bytes),   MW_TEST(hash),
     MW_TEST(keys_and_signatures), MW_TEST(key_errors), MW_TEST(ecdh),
@@ -600,7 +647,7 @@ static const mw_test_case_t cases[] = {
     MW_TEST(chain_errors),    MW_TEST(before_open),    MW_TEST(last_error_rules),
     MW_TEST(metadata),        MW_TEST(linked_usage_counter), MW_TEST(counters),
     MW_TEST(certificates),    MW_TEST(stored_pubkey),  MW_TEST(link_options),
-    MW_TEST(security_monitor), MW_TEST(sign_cost),
+    MW_TEST(security_monitor), MW_TEST(sign_cost), MW_TEST(data_object_cost),
 };
 
 int main(int argc, char **argv) {

@@ -1,6 +1,6 @@
 /*
 ** Pure helpers without a chip: metadata TLV, access-condition text, signature and
-** public-key conversions, certificate objects, names, and configuration checks.
+** public-key conversions, certificate objects and PEM, names, and configuration checks.
 */
 #define MW_TEST_IMPLEMENTATION
 #include "mw_test.h"
@@ -9,6 +9,7 @@
 
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "mw_log.h"
@@ -175,7 +176,85 @@ static void cert_objects(void) {
   CHECK_INT(mw_trustm_cert_extract(obj, n, &der, &dl), MW_ERR_PROTOCOL);
 }
 
+/* A self-signed certificate as PEM, and its DER. */
+static char *self_signed_pem(unsigned char **der, int *der_len) {
+  EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *x = X509_new();
+  X509_set_version(x, 2);
+  X509_gmtime_adj(X509_getm_notBefore(x), 0);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"c", -1, -1, 0);
+  X509_set_issuer_name(x, X509_get_subject_name(x));
+  X509_set_pubkey(x, k);
+  X509_sign(x, k, EVP_sha256());
+  *der = NULL;
+  *der_len = i2d_X509(x, der);
+  BIO *b = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(b, x);
+  char *data, *pem;
+  long n = BIO_get_mem_data(b, &data);
+  pem = malloc((size_t)n + 1);
+  memcpy(pem, data, (size_t)n);
+  pem[n] = '\0';
+  BIO_free(b);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  return pem;
+}
+
+static void cert_pem(void) {
+  unsigned char *der;
+  int dl;
+  char *pem = self_signed_pem(&der, &dl);
+  char text[4096], back[2048];
+  uint8_t out[2048];
+  size_t n;
+  bool more = true;
+  /* text before the PEM block (openssl x509 -text) is skipped */
+  snprintf(text, sizeof text, "Certificate:\n    Data: ...\n%s", pem);
+  CHECK_INT(mw_trustm_cert_from_pem(text, strlen(text), out, sizeof out, &n, &more), MW_OK);
+  CHECK(!more);
+  CHECK_INT(n, dl);
+  CHECK_MEM(out, der, n);
+  CHECK_INT(mw_trustm_cert_to_pem(out, n, back, sizeof back), MW_OK);
+  CHECK_STR(back, pem);
+  CHECK_INT(mw_trustm_cert_to_pem(out, n, back, 20), MW_ERR_TOO_LARGE);
+  CHECK_INT(mw_trustm_cert_to_pem((const uint8_t *)"\x30\x03\x02\x01\x05", 5, back, sizeof back), MW_ERR_INVALID);
+  /* a chain: the first certificate, and word of the next */
+  snprintf(text, sizeof text, "%s%s", pem, pem);
+  CHECK_INT(mw_trustm_cert_from_pem(text, strlen(text), out, sizeof out, &n, &more), MW_OK);
+  CHECK(more);
+  CHECK_INT(mw_trustm_cert_from_pem(text, strlen(text), out, sizeof out, &n, NULL), MW_OK);
+  CHECK_INT(mw_trustm_cert_from_pem(text, strlen(text), out, 10, &n, &more), MW_ERR_TOO_LARGE);
+  CHECK(more);
+  CHECK_INT(mw_trustm_cert_from_pem("junk", 4, out, sizeof out, &n, &more), MW_ERR_INVALID);
+  CHECK(!more);
+  CHECK_INT(mw_trustm_cert_from_pem(pem, 40, out, sizeof out, &n, NULL), MW_ERR_INVALID); /* cut short */
+  free(pem);
+  OPENSSL_free(der);
+}
+
 static void names_and_config(void) {
+  CHECK_INT(mw_trustm_lcs_parse("op"), 0x07);
+  CHECK_INT(mw_trustm_lcs_parse("termination"), 0x0F);
+  CHECK_INT(mw_trustm_lcs_parse("operation"), 0);
+  CHECK_INT(mw_trustm_lcs_parse(NULL), 0);
+  CHECK_INT(mw_trustm_type_parse("DEVCERT"), 0x12);
+  CHECK_INT(mw_trustm_type_parse("BSTR"), 0x00);
+  CHECK_INT(mw_trustm_type_parse("devcert"), -1);
+  CHECK_INT(mw_trustm_usage_parse("sign,auth", 4), MW_TRUSTM_USAGE_SIGN);
+  CHECK_INT(mw_trustm_usage_parse("keyagreement", 12), 0);
+  CHECK_STR(mw_trustm_usage_name(MW_TRUSTM_USAGE_KEYAGREE), "keyagree");
+  CHECK(mw_trustm_usage_name(0x04) == NULL);
+  mw_trustm_metadata_t md;
+  unsigned bit;
+  mw_trustm_ac_t *ac;
+  CHECK_STR(mw_trustm_metadata_ac(&md, 0, &bit, &ac), "change");
+  CHECK(bit == MW_TRUSTM_MD_CHANGE && ac == &md.change);
+  CHECK_STR(mw_trustm_metadata_ac(&md, 3, &bit, &ac), "meta_update");
+  CHECK(bit == MW_TRUSTM_MD_META_UPDATE && ac == &md.meta_update);
+  CHECK(mw_trustm_metadata_ac(&md, 4, &bit, &ac) == NULL);
+
   CHECK_STR(mw_trustm_error_name(0x07), "access condition not satisfied");
   CHECK_STR(mw_trustm_error_name(0x08), "data object boundary exceeded");
   CHECK_STR(mw_trustm_error_name(0x24), "unsupported extension/identifier");
@@ -196,7 +275,8 @@ static void names_and_config(void) {
 }
 
 static const mw_test_case_t cases[] = {MW_TEST(metadata_codec), MW_TEST(access_conditions), MW_TEST(signatures),
-                                       MW_TEST(public_keys),    MW_TEST(cert_objects),      MW_TEST(names_and_config)};
+                                       MW_TEST(public_keys),    MW_TEST(cert_objects),      MW_TEST(cert_pem),
+                                       MW_TEST(names_and_config)};
 
 int main(int argc, char **argv) {
   mw_log_set_level(getenv("TRUSTM_DEBUG") ? MW_LOG_DEBUG : MW_LOG_ERROR + 1);
