@@ -211,6 +211,45 @@ static int check_expr(chk_t *c, const cJSON *x, const char *path, int depth, kin
                        "Fn::FindInMap are)", fn);
 }
 
+/*
+** glibc's regcomp copies the sub-tree of every repetition (x+ is x x*, x{n} is n copies of x),
+** so nested repetitions multiply: "((a+)+)+..." or "(a{99}){99}{99}" take exponential time and
+** memory to compile (fuzz_prov_template: an AllowedPattern of 100 '+' used gigabytes). This
+** bounds the product of the repetition factors, which bounds the compiled size whatever the
+** nesting; real AllowedPatterns ("[0-9A-F]{12}") are far below it.
+*/
+#define PATTERN_MAX_LEN 512
+#define PATTERN_MAX_COPIES 4096
+static bool pattern_bounded(const char *pat) {
+  if (strlen(pat) > PATTERN_MAX_LEN) return false;
+  double copies = 1;
+  bool bracket = false;
+  for (const char *q = pat; *q; q++) {
+    if (*q == '\\' && q[1]) {
+      q++;
+      continue;
+    }
+    if (bracket) {
+      if (*q == ']') bracket = false;
+      continue;
+    }
+    if (*q == '[') {
+      bracket = true;
+      if (q[1] == '^') q++;
+      if (q[1] == ']') q++; /* a leading ']' is a member */
+    } else if (*q == '+') {
+      copies *= 2;
+    } else if (*q == '{') {
+      char *end;
+      long n = strtol(q + 1, &end, 10), m = n;
+      if (*end == ',') m = isdigit((unsigned char)end[1]) ? strtol(end + 1, &end, 10) : n + 1;
+      copies *= (double)(m > n ? m : n) + 1;
+    }
+    if (copies > PATTERN_MAX_COPIES) return false;
+  }
+  return true;
+}
+
 static int check_keys(chk_t *c, const cJSON *obj, const char *path, const char *const *allowed) {
   for (const cJSON *k = obj->child; k; k = k->next) {
     int ok = 0;
@@ -245,6 +284,10 @@ static int check_params(chk_t *c, const cJSON *params) {
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "AllowedPattern");
     if (pat) {
       if (!cJSON_IsString(pat)) return cerr(c, path, "AllowedPattern must be a string");
+      if (!pattern_bounded(pat->valuestring))
+        return cerr(c, path, "AllowedPattern is too long or repeats repetitions too deeply (at most %d characters; "
+                             "nested +, {n} must multiply to at most %d)",
+                    PATTERN_MAX_LEN, PATTERN_MAX_COPIES);
       char *anchored = malloc(strlen(pat->valuestring) + 5);
       if (!anchored) return cerr(c, path, "out of memory");
       sprintf(anchored, "^(%s)$", pat->valuestring);
