@@ -270,30 +270,6 @@ static int attach_idle(void *ud) {
 
 /* ------------------------------------------------------------------------------ setup */
 
-/* Reads all of stdin (a script), up to what one frame can carry. */
-static char *read_stdin(size_t *len) {
-  mw_repl_buf_t b = {0};
-  for (;;) {
-    if (mw_repl_buf_reserve(&b, 65536) != MW_OK) break;
-    ssize_t n = read(STDIN_FILENO, b.data + b.len, b.cap - b.len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    b.len += (size_t)n;
-    if (b.len > MW_REPL_MAX_PAYLOAD - 2) {
-      mw_repl_buf_free(&b);
-      *len = (size_t)-1;
-      return NULL;
-    }
-  }
-  if (mw_repl_buf_append(&b, "", 1) != MW_OK) {
-    mw_repl_buf_free(&b);
-    *len = 0;
-    return NULL;
-  }
-  *len = b.len - 1;
-  return b.data;
-}
-
 /* Without NAME: the one socket in the default directory. */
 static int pick_socket(char *path, size_t len) {
   char dir[PATH_MAX], err[300];
@@ -399,11 +375,13 @@ int mw_cmd_attach(int argc, char **argv) {
   char *input = NULL;
   size_t input_len = 0;
   if (!interactive && !code) {
-    input = read_stdin(&input_len);
-    if (!input) {
-      if (input_len == (size_t)-1) return mw_cli_fail("the input is larger than %u bytes", MW_REPL_MAX_PAYLOAD - 2);
-      return mw_cli_fail("cannot read stdin");
-    }
+    /* Up to what one frame can carry. */
+    mw_repl_buf_t in = {0};
+    mw_status_t st = mw_repl_buf_read_all(&in, STDIN_FILENO, MW_REPL_MAX_PAYLOAD - 2);
+    if (st == MW_ERR_TOO_LARGE) return mw_cli_fail("the input is larger than %u bytes", MW_REPL_MAX_PAYLOAD - 2);
+    if (st != MW_OK) return mw_cli_fail("cannot read stdin: %s", mw_status_str(st));
+    input = in.data;
+    input_len = in.len;
   }
 
   client_t c;

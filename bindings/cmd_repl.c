@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,23 +160,6 @@ static void stop_connected(local_t *l) {
   uv_run(l->rt->loop, UV_RUN_NOWAIT);
 }
 
-static char *read_all_stdin(size_t *len) {
-  mw_repl_buf_t b = {0};
-  for (;;) {
-    if (mw_repl_buf_reserve(&b, 65536) != MW_OK) break;
-    ssize_t n = read(STDIN_FILENO, b.data + b.len, b.cap - b.len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    b.len += (size_t)n;
-  }
-  if (mw_repl_buf_append(&b, "", 1) != MW_OK) {
-    mw_repl_buf_free(&b);
-    return NULL;
-  }
-  *len = b.len - 1;
-  return b.data;
-}
-
 int mw_cmd_repl(int argc, char **argv) {
   const char *config = NULL, *level = NULL, *code = NULL, *app = NULL;
   lb_config_overrides_t ov = {0};
@@ -240,8 +224,15 @@ int mw_cmd_repl(int argc, char **argv) {
   }
   if (rc == MW_EXIT_OK && !interactive) {
     size_t len = 0;
-    char *input = code ? strdup(code) : read_all_stdin(&len);
-    if (code && input) len = strlen(input);
+    char *input = NULL;
+    mw_repl_buf_t in = {0};
+    if (code) {
+      input = strdup(code);
+      len = input ? strlen(input) : 0;
+    } else if (mw_repl_buf_read_all(&in, STDIN_FILENO, SIZE_MAX - 1) == MW_OK) {
+      input = in.data;
+      len = in.len;
+    }
     if (!input) {
       rc = mw_cli_fail("cannot read stdin");
     } else {

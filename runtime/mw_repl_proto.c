@@ -1,8 +1,10 @@
 #include "mw_repl_proto.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int mw_repl_frame_type_ok(uint8_t type, int from_client) {
   static const char client[] = "ECIL";
@@ -110,5 +112,28 @@ mw_status_t mw_repl_buf_frame(mw_repl_buf_t *b, uint8_t type, const void *p, siz
   if (st != MW_OK) return st;
   mw_repl_buf_append(b, hdr, sizeof hdr);
   mw_repl_buf_append(b, p, n);
+  return MW_OK;
+}
+
+mw_status_t mw_repl_buf_read_all(mw_repl_buf_t *b, int fd, size_t max) {
+  mw_status_t st = MW_OK;
+  for (;;) {
+    if ((st = mw_repl_buf_reserve(b, 65536)) != MW_OK) break;
+    ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) st = MW_ERR_IO;
+    if (n <= 0) break;
+    b->len += (size_t)n;
+    if (b->len > max) {
+      st = MW_ERR_TOO_LARGE;
+      break;
+    }
+  }
+  if (st == MW_OK) st = mw_repl_buf_reserve(b, 1);
+  if (st != MW_OK) {
+    mw_repl_buf_free(b);
+    return st;
+  }
+  b->data[b->len] = 0;
   return MW_OK;
 }

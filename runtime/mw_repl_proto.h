@@ -82,6 +82,13 @@ mw_status_t mw_repl_buf_append(mw_repl_buf_t *b, const void *p, size_t n);
 mw_status_t mw_repl_buf_reserve(mw_repl_buf_t *b, size_t n);
 void mw_repl_buf_consume(mw_repl_buf_t *b, size_t n);
 void mw_repl_buf_free(mw_repl_buf_t *b);
+/*
+** Reads fd to its end into the empty buffer b and NUL-terminates it (the NUL is not in
+** b->len): a script piped into `moonwire attach` or `moonwire repl`. MW_ERR_TOO_LARGE
+** once more than max bytes arrived, MW_ERR_IO on a read error, MW_ERR_NOMEM; b is freed
+** on failure.
+*/
+mw_status_t mw_repl_buf_read_all(mw_repl_buf_t *b, int fd, size_t max);
 /* Appends a complete frame. */
 mw_status_t mw_repl_buf_frame(mw_repl_buf_t *b, uint8_t type, const void *p, size_t n);
 
