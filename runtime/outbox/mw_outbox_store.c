@@ -103,6 +103,14 @@ static void finish(sqlite3_stmt *s) {
   sqlite3_clear_bindings(s);
 }
 
+/* Steps a statement whose first row's first column is an integer; 0 when no row. Resets it. */
+static int64_t scalar(sqlite3_stmt *s) {
+  int64_t v = 0;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  finish(s);
+  return v;
+}
+
 /* Runs a statement that returns no rows; resets it. */
 static int run(mw_outbox_store_t *st, int which) {
   int rc = sqlite3_step(st->q[which]);
@@ -316,10 +324,7 @@ mw_status_t mw_outbox_store_drop_oldest(mw_outbox_store_t *st, int64_t *seq, siz
 
 int64_t mw_outbox_store_sent_mark(mw_outbox_store_t *st) {
   sqlite3_stmt *s = st->q[Q_MARK_GET];
-  int64_t v = 0;
-  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
-  finish(s);
-  return v;
+  return scalar(s);
 }
 
 mw_status_t mw_outbox_store_set_sent_mark(mw_outbox_store_t *st, int64_t mark) {
@@ -411,28 +416,19 @@ mw_status_t mw_outbox_store_counts(mw_outbox_store_t *st, mw_outbox_counts_t *c)
 
 int64_t mw_outbox_store_max_seq(mw_outbox_store_t *st) {
   sqlite3_stmt *s = st->q[Q_MAX_SEQ];
-  int64_t v = 0;
-  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
-  finish(s);
-  return v;
+  return scalar(s);
 }
 
 int64_t mw_outbox_store_nth_after(mw_outbox_store_t *st, int64_t after, int n) {
   sqlite3_stmt *s = st->q[Q_NTH];
   sqlite3_bind_int64(s, 1, after);
   sqlite3_bind_int(s, 2, n > 0 ? n - 1 : 0);
-  int64_t v = 0;
-  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
-  finish(s);
-  return v;
+  return scalar(s);
 }
 
 int64_t mw_outbox_store_oldest_ms(mw_outbox_store_t *st) {
   sqlite3_stmt *s = st->q[Q_OLDEST_MS];
-  int64_t v = 0;
-  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
-  finish(s);
-  return v;
+  return scalar(s);
 }
 
 bool mw_outbox_store_changed(mw_outbox_store_t *st) {
