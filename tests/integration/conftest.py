@@ -95,3 +95,22 @@ def moonwire(request, pki, tmp_path):
             reports.append(f"{m.app_path}:\n{err}")
     if reports:
         pytest.fail("sanitizer report(s) from moonwire:\n" + "\n".join(reports))
+
+
+@pytest.fixture
+def shadow_service(broker, pki, tmp_path):
+    """Starts `moonwire shadow-service` instances on one database (call it again to restart);
+    each must stop cleanly and without sanitizer reports."""
+    started = []
+
+    def start():
+        s = mwtest.ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        rc = s.stop()
+        err = s.stderr()
+        assert rc == 0, err
+        assert "ERROR: AddressSanitizer" not in err and "runtime error:" not in err, err

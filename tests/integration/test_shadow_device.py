@@ -56,20 +56,8 @@ def car_app(name=None):
 
 
 @pytest.fixture
-def service(broker, pki, tmp_path):
-    started = []
-
-    def start():
-        s = mwtest.ShadowService(broker, pki, tmp_path / f"svc{len(started)}", tmp_path / "shadows.db")
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        rc = s.stop()
-        err = s.stderr()
-        assert rc == 0, err
-        assert "ERROR: AddressSanitizer" not in err and "runtime error:" not in err, err
+def service(shadow_service):
+    return shadow_service
 
 
 @pytest.fixture
