@@ -311,13 +311,13 @@ end
 
 -- Subscribes to the filters not subscribed yet and waits for their SUBACKs.
 function Conn:_subscribe(filters, timeout)
-  local todo = {}
-  for _, f in ipairs(filters) do if not self.subscribed[f] then todo[#todo + 1] = f end end
-  if #todo == 0 then return true end
-  local pending = #todo
-  local r = table.pack(suspend(self.task, timeout, "subscribe to " .. table.concat(todo, ", "), function(resolve)
+  local missing = {}
+  for _, f in ipairs(filters) do if not self.subscribed[f] then missing[#missing + 1] = f end end
+  if #missing == 0 then return true end
+  local pending = #missing
+  local r = table.pack(suspend(self.task, timeout, "subscribe to " .. table.concat(missing, ", "), function(resolve)
     self.waiting = resolve
-    for _, f in ipairs(todo) do
+    for _, f in ipairs(missing) do
       self.subacks[f] = function(granted)
         self.subacks[f] = nil
         if granted >= 0x80 then
