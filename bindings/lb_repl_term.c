@@ -179,6 +179,11 @@ static int is_quit(const char *s) {
   return (n == 5 && strncmp(s, ".quit", 5) == 0) || (n == 5 && strncmp(s, ".exit", 5) == 0);
 }
 
+static int stdin_has_input(void) {
+  int n = 0;
+  return ioctl(STDIN_FILENO, FIONREAD, &n) != 0 || n > 0; /* when unsure, let libedit read */
+}
+
 /* 1: a line (or EOF) is ready; 0: the prompt was reset by Ctrl-C; -1: leave (backend or stdin gone). */
 static int wait_line(const lb_term_ops_t *ops) {
   while (!have_line) {
@@ -206,8 +211,12 @@ static int wait_line(const lb_term_ops_t *ops) {
     }
     if (p[1].revents) drain_pipe();
     if (ops->fd >= 0 && p[2].revents && ops->idle && ops->idle(ops->ud) < 0) return -1;
-    if (p[0].revents & POLLIN) rl_callback_read_char();
-    else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return -1;
+    /* Ctrl-C makes the terminal discard unread input (unless NOFLSH): if that happens between
+       poll() and libedit's blocking read(), the read would wait for the next key. Check that
+       the byte is still there just before handing over (narrows the window to microseconds). */
+    if (p[0].revents & POLLIN) {
+      if (stdin_has_input() || (p[0].revents & (POLLHUP | POLLERR))) rl_callback_read_char();
+    } else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) return -1;
   }
   return 1;
 }
