@@ -240,8 +240,16 @@ local function arm(st, req)
       end
       return complete(st, req, nil, ("%s not sent within %d ms: not connected"):format(what, st.timeout_ms), "ENOTCONN")
     end
+    if req.kind == "batch" and req.handle and not req.acked then
+      -- Still in the outbox, which sends it (again) until the broker takes it: sending the
+      -- values once more under a new token could apply them twice. Its answer, its dead
+      -- letter or the close ends it.
+      return arm(st, req)
+    end
     local why = " (is the shadow service running?)"
-    if subscriptions_refused(st) then
+    if req.handle and not req.acked then
+      why = " (still in the outbox, not yet taken by the broker: it may be applied later)"
+    elseif subscriptions_refused(st) then
       why = " (the broker refused the subscription to the response topics: check the thing's policy)"
     elseif req.conn_lost then
       why = " (the connection was lost after it was sent)"
@@ -277,9 +285,14 @@ function send(st, req)
   req.token = req.token or new_token(st)
   local payload = req.encode(req.token)
   st.pending[req.token] = req
-  local ok, err, code = mqtt.publish(st.topics[req.op], payload, QOS1)
-  if ok then
+  local h, err, code = mqtt.publish(st.topics[req.op], payload, { qos = 1, on_ack = function(handle)
+    if req.handle == handle then req.acked = true end
+  end })
+  if h then
     req.sent, req.conn_lost = true, false
+    if req.handle then st.by_handle[req.handle] = nil end
+    req.handle, req.acked = h, false
+    if req.kind == "batch" then st.by_handle[h] = req end
     arm(st, req)
     return
   end
@@ -359,6 +372,7 @@ end
 
 local function batch_done(st, req, ok, err, code)
   st.inflight = nil
+  if req.handle then st.by_handle[req.handle] = nil end
   if st.closed then return end
   if not ok then
     local retry = code == "ETIMEDOUT" or code == "ENOTCONN" or code == "EBUSY" or code == "ECONNRESET" or code == 409
@@ -1035,7 +1049,7 @@ function M.open(name, opts)
     debounce_ms = opts.debounce_ms or cfg.debounce_ms or DEFAULT_DEBOUNCE_MS,
     timeout_ms = timeout,
     doc = core.doc(), snap = nil, cached = false, last_save = -math.huge,
-    subs = {}, listeners = {}, pending = {}, queue = {},
+    subs = {}, listeners = {}, pending = {}, queue = {}, by_handle = {},
     delta_handlers = {}, error_handlers = {},
     delta_version = 0, told = {},
     online = false, synced = false, seq = 0,
@@ -1072,8 +1086,13 @@ function M.open(name, opts)
       st.sync_req, old.on_done = nil, function() end
       complete(st, old, nil, "superseded", "ECONNRESET")
     end
-    if st.inflight and st.inflight.sent then
-      complete(st, st.inflight, nil, "the connection was lost before the answer", "ECONNRESET")
+    -- A batch the broker never acknowledged is still in the outbox, which sends it again
+    -- with the same clientToken: keep waiting for that answer (a stale version gets a 409,
+    -- handled as any other). One the broker took has an answer that was lost with the old
+    -- connection: its values go into the next batch.
+    local b = st.inflight
+    if b and b.sent and (b.acked or not b.handle) then
+      complete(st, b, nil, "the connection was lost before the answer", "ECONNRESET")
     end
     start_sync(st, true)
     drain(st)
@@ -1081,6 +1100,14 @@ function M.open(name, opts)
   st.listeners[2] = mqtt.on("disconnect", entry(function()
     st.online, st.synced = false, false
     for _, req in pairs(st.pending) do req.conn_lost = true end
+  end))
+  -- The outbox gave up on a batch (the broker refuses it): it will never be answered.
+  st.listeners[3] = mqtt.on("dead_letter", entry(function(m)
+    local req = st.by_handle[m.id]
+    if req and not req.done then
+      complete(st, req, nil, ("%s refused by the broker (dead letter %d: %s)"):format(describe(st, req.op), m.id,
+        tostring(m.reason)), "EREFUSED")
+    end
   end))
   st.online = mqtt.connected()
   if st.online then start_sync(st, true) end

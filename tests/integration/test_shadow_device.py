@@ -437,6 +437,58 @@ def test_a_reported_batch_conflict_rereads_and_retries_once(broker, client, moon
     assert count(car, "SHADOW ERROR") == 1
 
 
+def test_a_batch_in_flight_at_a_disconnect_is_sent_once(broker, client, moonwire, tmp_path):
+    """The outbox carries a reported batch the broker never acknowledged across the reconnect,
+    with its clientToken: the module waits for that answer instead of sending the values again
+    (they would be applied twice), even past its timeout."""
+    from tcpproxy import TcpProxy
+    app = SCRIPTED.replace("if n then sh.reported.x = tonumber(n) end", """if n then sh.reported.x = tonumber(n) end
+  local later = cmd:match("^later (%d+)$")
+  if later then
+    require("moonwire.timer").after(300, function() sh.reported.x = tonumber(later); log.info("WROTE") end)
+    log.info("ARMED")
+  end""")
+    svc = ScriptedService(client)
+    with TcpProxy(broker.port) as proxy:
+        car = moonwire(app, broker=proxy.port, config=car_config(tmp_path, timeout_ms=800))
+        svc.send("get/accepted", doc({}, {"x": 0}, 5, svc.request("get", 1)["clientToken"]))
+        client("dispatcher").publish("cars/car-01/cmd", "later 1", qos=1)
+        car.wait_for_output(r"ARMED")
+        proxy.blackhole()  # the batch goes out into nothing: no PUBACK, no answer
+        car.wait_for_output(r"WROTE")
+        time.sleep(2.0)    # more than twice the request timeout
+        proxy.restore()
+        proxy.reset()      # the car sees its connection die and reconnects
+        wait_count(car, r"connected to 127\.0\.0\.1", 2)
+        u1 = svc.request("update", 1)
+        assert u1["state"] == {"reported": {"x": 1}} and u1["version"] == 5, u1
+        svc.send("update/accepted", doc(None, {"x": 1}, 6, u1["clientToken"]))
+        g2 = svc.request("get", 2)
+        svc.send("get/accepted", doc({}, {"x": 1}, 6, g2["clientToken"]))
+        time.sleep(1.5)    # past another timeout: nothing more goes out
+        assert svc.count("update") == 1, [m.payload for m in svc.c.received(f"{T}/update")]
+        assert "SHADOW ERROR" not in car.stderr(), car.stderr()
+
+
+def test_a_batch_the_broker_refuses_is_dropped_and_reported(pki, make_broker, client, moonwire, tmp_path):
+    # MQTT 5: mosquitto answers a publish its ACL denies with PUBACK 0x87, so the outbox makes
+    # it a dead letter at once. The policy lets the car read its shadow but not update it.
+    def patch(dyn):
+        for role in dyn.get("roles", []):
+            role.setdefault("acls", []).append({"acltype": "publishClientSend", "allow": False, "priority": 100,
+                                                "topic": f"{T}/update"})
+    b = make_broker(dynsec_patch=patch)
+    svc = ScriptedService(lambda *a, **kw: client(*a, broker=b, **kw))
+    cfg = car_config(tmp_path)
+    cfg["broker"] = {"protocol": "5"}
+    car = moonwire(SCRIPTED, broker=b, config=cfg)
+    svc.send("get/accepted", doc({}, {"x": 0}, 5, svc.request("get", 1)["clientToken"]))
+    client("dispatcher", broker=b).publish("cars/car-01/cmd", "report 1", qos=1)
+    car.wait_for_output(r"SHADOW ERROR EREFUSED reported reported state of shadow car-01 dropped: "
+                        r"shadow update \(car-01\) refused by the broker \(dead letter \d+: .*Not authorized")
+    assert svc.count("update") == 0
+
+
 # ------------------------------------------------------------------------ configuration
 
 def test_shadow_configuration_is_checked(tmp_path, pki):
