@@ -26,13 +26,13 @@ user callbacks run protected: one failing handler does not stop the others, and 
 failure is raised again at the end of the event, so the runtime logs and counts it.
 
 This file is the public module; the work is done by private parts in scripts/moonwire/shadow/,
-one job each (docs/ARCHITECTURE.md): shared (module-wide state), calls (protected user
-callbacks), tables, document (snapshot and cache), requests, batches (reported values),
-sync, responses (and delta dispatch), views, object (the shadow's fields and methods), open.
+one job each (docs/ARCHITECTURE.md): shared (module-wide state, and the module table the
+parts add to), calls (protected user callbacks), tables, document (snapshot and cache),
+requests, batches (reported values), sync, responses (and delta dispatch), views, object
+(the shadow's fields and methods), open (shadow.open, shadow.opened).
 ]]
 local json = require "moonwire.json"
 local shared = require "moonwire.shadow.shared"
-local open = require "moonwire.shadow.open"
 local view_target = require("moonwire.shadow.views").view_target
 local deep_copy = require("moonwire.shadow.tables").deep_copy
 
@@ -42,11 +42,7 @@ local views = shared.views
 
 local M = shared.M
 
--- shadow.open([name] [, {thing=, cache=, debounce_ms=, timeout_ms=}]) -> sh
-M.open = open.open
-
--- shadow.opened() -> array of the open shadows (for tools such as the REPL).
-M.opened = open.opened
+require "moonwire.shadow.open" -- shadow.open, shadow.opened
 
 -- shadow.copy(v) -> a plain deep copy of a shadow view (or of any value).
 function M.copy(v)

@@ -5,6 +5,8 @@ this module's contents may change with any release).
 Opening a shadow: options and configuration, its state and cached document, the response
 subscriptions (made before any request goes out) and the connect, disconnect and dead-letter
 listeners that drive the sync; and the list of open shadows.
+
+Adds to moonwire.shadow: open, opened.
 ]]
 local mqtt = require "moonwire.mqtt"
 local log = require "moonwire.log"
@@ -26,9 +28,7 @@ local NAME_RX = "^[%w:_%-]+$"
 local default_cache, get_cache = document.default_cache, document.get_cache
 local complete, describe = requests.complete, requests.describe
 local start_sync, drain = sync.start_sync, sync.drain
-local priv, open_list, label = shared.priv, shared.open_list, shared.label
-
-local O = {}
+local M, priv, open_list, label = shared.M, shared.priv, shared.open_list, shared.label
 
 local function config()
   local c = device.config and device.config.shadow
@@ -40,7 +40,7 @@ end
 local OPTS = { thing = "string", cache = "string|false", debounce_ms = "integer", timeout_ms = "integer" }
 
 -- shadow.open([name] [, {thing=, cache=, debounce_ms=, timeout_ms=}]) -> sh
-function O.open(name, opts)
+function M.open(name, opts)
   if type(name) == "table" and opts == nil then name, opts = nil, name end
   if name ~= nil then
     if type(name) ~= "string" or #name > 64 or not name:match(NAME_RX) then
@@ -140,7 +140,7 @@ function O.open(name, opts)
 end
 
 -- shadow.opened() -> array of the open shadows (for tools such as the REPL).
-function O.opened()
+function M.opened()
   local out = {}
   for i = #open_list, 1, -1 do
     local sh = open_list[i]
@@ -154,5 +154,3 @@ function O.opened()
   for i, sh in ipairs(open_list) do out[i] = sh end
   return out
 end
-
-return O
