@@ -61,6 +61,19 @@ assert(err:find("test_shadow.lua:" .. line .. ":", 1, true), err)
 line = here() + 1
 err = raises("sh.reported.speed = nil: assign json.null", function() sh.reported.speed = nil end)
 assert(err:find("test_shadow.lua:" .. line .. ":", 1, true), err)
+-- The same through every part that raises for the caller (shadow.open, the object's methods,
+-- the views' value check, the object's field assignment).
+for _, case in ipairs {
+  { "invalid shadow name", function() shadow.open("bad/name", { thing = "car-01" }) end },
+  { "with a colon", function() sh.update { desired = {} } end },
+  { "the callback must be a function", function() sh:get(42) end },
+  { "a function cannot be stored", function() sh.reported.pos.f = print end },
+  { "sh.reported: cannot encode", function() sh.reported = { f = print } end },
+} do
+  local fn_line = debug.getinfo(case[2], "S").linedefined
+  err = raises(case[1], case[2])
+  assert(err:find("test_shadow.lua:" .. fn_line .. ":", 1, true), err)
+end
 raises("sh.state.reported.speed is read%-only", function() sh.state.reported.speed = 1 end)
 raises("sh.version is read%-only", function() sh.version = 3 end)
 raises("sh.desired is read%-only", function() sh.desired = {} end)
