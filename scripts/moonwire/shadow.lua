@@ -128,6 +128,21 @@ local function news(delta, told)
   return false
 end
 
+-- True when doc (a plain table) already holds every leaf batch writes (json.null: absent).
+local function holds(doc, batch)
+  for k, v in pairs(batch) do
+    local d = doc and doc[k]
+    if v == NULL then
+      if d ~= nil then return false end
+    elseif is_object(v) and is_object(d) then
+      if not holds(d, v) then return false end
+    elseif not equal(v, d) then
+      return false
+    end
+  end
+  return true
+end
+
 ------------------------------------------------------------------------ state helpers
 
 local function label(st)
@@ -418,6 +433,21 @@ end
 
 ------------------------------------------------------------------------ sync (GET after connect)
 
+-- A batch the outbox sends again after a reconnect goes out before the response topics are
+-- subscribed again (libmosquitto sends its DUP resends first thing after CONNACK), so its
+-- answer may be lost. The sync GET goes out after the subscriptions and is answered after
+-- the batch: once it is answered, the document tells whether the batch was applied.
+local function settle_resent_batch(st)
+  local b = st.inflight
+  if not b or b.done or not (b.sent and b.conn_lost and b.acked) then return end
+  local snap = snapshot(st)
+  if holds(snap and snap.state and snap.state.reported, b.batch) then
+    complete(st, b, true)
+  else
+    complete(st, b, nil, "the connection was lost before the answer", "ECONNRESET")
+  end
+end
+
 -- blocking: the sync after a (re)connect, which holds back queued requests and batches;
 -- otherwise a refresh (a gap in the versions seen, a 409) that holds nothing back.
 function start_sync(st, blocking)
@@ -431,6 +461,7 @@ function start_sync(st, blocking)
     if st.closed then return end
     if ok or code == 404 then
       st.synced = true
+      settle_resent_batch(st)
       drain(st)
     elseif st.online then
       log.warn(("shadow %s: reading the document failed: %s; retrying"):format(label(st), err))
