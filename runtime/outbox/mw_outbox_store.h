@@ -6,7 +6,7 @@
 ** for the life of the database and ordering is the order of acceptance.
 **
 ** Writes are batched: every write opens a transaction if none is open, and nothing is
-** durable until mw_outbox_store_commit(). The delivery engine (mw_outbox.c) commits once
+** durable until mw_outbox_store_commit(). The delivery engine (mw_outbox_batch.c) commits once
 ** per event-loop turn, before it sends anything.
 **
 ** Another process (the `moonwire outbox` command) may open the same file at the same

@@ -1,5 +1,5 @@
 /*
-** libFuzzer target for moonwire.json (bindings/lmod_json.c).
+** libFuzzer target for moonwire.json (bindings/lmod_json.c and bindings/lb_json_*.c).
 **
 ** For every input: json.decode it; a failure must be the (nil, "... at line L, column
 ** C ...", "EJSON") triple. When it decodes, encode the value, decode that and encode
@@ -8,8 +8,8 @@
 ** helpers get the decoded value too: mw_json_from_lua (may only refuse NUL bytes) and
 ** mw_json_push of the resulting tree. Any Lua error or broken invariant aborts.
 **
-** Build: clang -fsanitize=fuzzer,address,undefined -I bindings fuzz_json.c lmod_json.c
-**        $(pkg-config --cflags --libs lua5.4 libcjson) -lm
+** Build: clang -fsanitize=fuzzer,address,undefined -I bindings tests/fuzz/fuzz_json.c
+**        bindings/lmod_json.c bindings/lb_json_*.c $(pkg-config --cflags --libs lua5.4 libcjson) -lm
 ** Run:   ./fuzz_json -max_total_time=60 NEW_CORPUS_DIR tests/fuzz/corpus/json
 */
 #include <stddef.h>

@@ -22,7 +22,10 @@ def test_broker_refusing_our_certificate_is_explained(broker, moonwire, pki):
     app = moonwire('require "moonwire.log".info("app loaded")',
                    config={"tls": {"cert": str(pki.cert("car-01.rogue")), "key": str(pki.key("car-01.rogue"))},
                            "reconnect": {"base_ms": 100, "cap_ms": 300}})
-    app.wait_for_output(r"TLS: the broker sent alert '[^']+'; the broker rejected this device's certificate")
+    # Usually the broker's alert arrives; when its close turns into a reset (seen on a loaded
+    # machine) the alert is lost, and the message says what it most likely was.
+    app.wait_for_output(r"TLS: the broker sent alert '[^']+'; the broker rejected this device's certificate"
+                        r"|before accepting the session \([^)]+\): it may have rejected this device's certificate")
     assert "connected to" not in app.stderr()
 
 

@@ -7,6 +7,7 @@ service's merge, deep equality), for documents, deltas and staged reported value
 ]]
 local json = require "moonwire.json"
 
+local NULL = json.null
 local is_array = json.is_array
 
 local function deep_copy(v)
@@ -52,4 +53,19 @@ local function news(delta, told)
   return false
 end
 
-return { deep_copy = deep_copy, is_object = is_object, merge_into = merge_into, news = news }
+-- True when doc (a plain table) already holds every leaf batch writes (json.null: absent).
+local function holds(doc, batch)
+  for k, v in pairs(batch) do
+    local d = doc and doc[k]
+    if v == NULL then
+      if d ~= nil then return false end
+    elseif is_object(v) and is_object(d) then
+      if not holds(d, v) then return false end
+    elseif not equal(v, d) then
+      return false
+    end
+  end
+  return true
+end
+
+return { deep_copy = deep_copy, is_object = is_object, merge_into = merge_into, news = news, holds = holds }
