@@ -26,7 +26,6 @@ end
 
 local function batch_done(st, req, ok, err, code)
   st.inflight = nil
-  if req.handle then st.by_handle[req.handle] = nil end
   if st.closed then return end
   if not ok then
     local retry = code == "ETIMEDOUT" or code == "ENOTCONN" or code == "EBUSY" or code == "ECONNRESET" or code == 409

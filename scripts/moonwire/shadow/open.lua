@@ -73,13 +73,15 @@ function M.open(name, opts)
     debounce_ms = opts.debounce_ms or cfg.debounce_ms or DEFAULT_DEBOUNCE_MS,
     timeout_ms = timeout,
     doc = core.doc(), snap = nil, cached = false, last_save = -math.huge,
-    subs = {}, listeners = {}, pending = {}, queue = {}, by_handle = {},
+    subs = {}, listeners = {}, pending = {}, queue = {}, outbox = {},
     delta_handlers = {}, error_handlers = {},
     delta_version = 0, told = {},
     online = false, synced = false, seq = 0,
     token_prefix = ("mw%08x-"):format(math.random(0, 0x7fffffff)),
   }
   st.drain = function() drain(st) end
+  -- Every request is published with these: the broker took the message, the outbox is done with it.
+  st.publish_opts = { qos = 1, on_ack = function(handle) st.outbox[handle] = nil end }
   local path = opts.cache
   if path == nil then path = cfg.cache or default_cache() end
   if path then
@@ -115,7 +117,7 @@ function M.open(name, opts)
     -- handled as any other). One the broker took has an answer that was lost with the old
     -- connection: its values go into the next batch.
     local b = st.inflight
-    if b and b.sent and (b.acked or not b.handle) then
+    if b and b.sent and not requests.in_outbox(st, b) then
       complete(st, b, nil, "the connection was lost before the answer", "ECONNRESET")
     end
     start_sync(st, true)
@@ -125,9 +127,10 @@ function M.open(name, opts)
     st.online, st.synced = false, false
     for _, req in pairs(st.pending) do req.conn_lost = true end
   end))
-  -- The outbox gave up on a batch (the broker refuses it): it will never be answered.
+  -- The outbox gave up on a request (the broker refuses it): it will never be answered.
   st.listeners[3] = mqtt.on("dead_letter", entry(function(m)
-    local req = st.by_handle[m.id]
+    local req = st.outbox[m.id]
+    st.outbox[m.id] = nil
     if req and not req.done then
       complete(st, req, nil, ("%s refused by the broker (dead letter %d: %s)"):format(describe(st, req.op), m.id,
         tostring(m.reason)), "EREFUSED")

@@ -47,6 +47,14 @@ local function complete(st, req, res, err, code)
   end
 end
 
+-- Whether the message of req's last send is still in the outbox (the broker has not
+-- acknowledged it): the outbox will send it again, with the same clientToken, until it does.
+-- st.outbox maps those handles to their requests; st.on_ack and the dead_letter listener
+-- (moonwire.shadow.open) take them out.
+local function in_outbox(st, req)
+  return req.handle ~= nil and st.outbox[req.handle] == req
+end
+
 local function arm(st, req)
   if req.timer then req.timer:stop() end
   req.timer = timer.after(st.timeout_ms, entry(function()
@@ -61,14 +69,14 @@ local function arm(st, req)
       end
       return complete(st, req, nil, ("%s not sent within %d ms: not connected"):format(what, st.timeout_ms), "ENOTCONN")
     end
-    if req.kind == "batch" and req.handle and not req.acked then
+    if req.kind == "batch" and in_outbox(st, req) then
       -- Still in the outbox, which sends it (again) until the broker takes it: sending the
       -- values once more under a new token could apply them twice. Its answer, its dead
       -- letter or the close ends it.
       return arm(st, req)
     end
     local why = " (is the shadow service running?)"
-    if req.handle and not req.acked then
+    if in_outbox(st, req) then
       why = " (still in the outbox, not yet taken by the broker: it may be applied later)"
     elseif subscriptions_refused(st) then
       why = " (the broker refused the subscription to the response topics: check the thing's policy)"
@@ -106,14 +114,11 @@ local function send(st, req)
   req.token = req.token or new_token(st)
   local payload = req.encode(req.token)
   st.pending[req.token] = req
-  local h, err, code = mqtt.publish(st.topics[req.op], payload, { qos = 1, on_ack = function(handle)
-    if req.handle == handle then req.acked = true end
-  end })
+  local h, err, code = mqtt.publish(st.topics[req.op], payload, st.publish_opts)
   if h then
     req.sent, req.conn_lost = true, false
-    if req.handle then st.by_handle[req.handle] = nil end
-    req.handle, req.acked = h, false
-    if req.kind == "batch" then st.by_handle[h] = req end
+    req.handle = h
+    st.outbox[h] = req
     arm(st, req)
     return
   end
@@ -169,5 +174,5 @@ end
 
 return {
   describe = describe, complete = complete, enqueue = enqueue, ready = ready, can_send = can_send, send = send,
-  new_request = new_request, await = await,
+  new_request = new_request, await = await, in_outbox = in_outbox,
 }

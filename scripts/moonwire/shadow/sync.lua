@@ -46,7 +46,7 @@ end
 -- the batch: once it is answered, the document tells whether the batch was applied.
 local function settle_resent_batch(st)
   local b = st.inflight
-  if not b or b.done or not (b.sent and b.conn_lost and b.acked) then return end
+  if not b or b.done or not b.sent or not b.conn_lost or requests.in_outbox(st, b) then return end
   local snap = snapshot(st)
   if holds(snap and snap.state and snap.state.reported, b.batch) then
     complete(st, b, true)
