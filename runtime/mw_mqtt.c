@@ -394,15 +394,13 @@ static const char *explain(mw_mqtt_t *m, int rc, int e, char *buf, size_t len) {
     const char *name = mw_reason_name(rc);
     snprintf(buf, len, "the broker disconnected us with reason %s (0x%02X): %s", name ? name : "?", rc,
              mw_reason_explain(rc));
-  } else if (rc == MOSQ_ERR_ERRNO && (e == ECONNRESET || e == EPROTO || e == EPIPE) && m->state == ST_CONNECTING) {
+  } else if (rc == MOSQ_ERR_ERRNO && (e == ECONNRESET || e == EPROTO || e == EPIPE)) {
     /* A broker that refuses the client certificate sends an alert and closes; when the
        close turns into a reset the alert is lost with it, so say what it most likely was. */
-    snprintf(buf, len,
-             "the broker closed the connection abruptly before accepting the session (%s): it may have "
-             "rejected this device's certificate or client ID",
-             strerror(e));
-  } else if (rc == MOSQ_ERR_ERRNO && (e == ECONNRESET || e == EPROTO || e == EPIPE)) {
-    snprintf(buf, len, "the broker closed the connection abruptly (%s)", strerror(e));
+    snprintf(buf, len, "the broker closed the connection abruptly (%s)%s", strerror(e),
+             m->state == ST_CONNECTING
+                 ? " before accepting the session: it may have rejected this device's certificate or client ID"
+                 : "");
   } else if (rc == MOSQ_ERR_ERRNO) {
     snprintf(buf, len, "%s", strerror(e));
   } else if (rc == MOSQ_ERR_KEEPALIVE) {

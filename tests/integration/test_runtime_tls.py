@@ -25,7 +25,7 @@ def test_broker_refusing_our_certificate_is_explained(broker, moonwire, pki):
     # Usually the broker's alert arrives; when its close turns into a reset (seen on a loaded
     # machine) the alert is lost, and the message says what it most likely was.
     app.wait_for_output(r"TLS: the broker sent alert '[^']+'; the broker rejected this device's certificate"
-                        r"|before accepting the session \([^)]+\): it may have rejected this device's certificate")
+                        r"|abruptly \([^)]+\) before accepting the session: it may have rejected this device's certificate")
     assert "connected to" not in app.stderr()
 
 
